@@ -1,0 +1,160 @@
+//! The narrow host trait: the only proxy-wasm calls the stages make, so the stage code can be
+//! driven by a fake host in native tests, and by [`Proxy`] (the real hostcalls) in Envoy.
+
+use crate::reply::Rendered;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{MapType, MetricType, Status};
+use std::time::SystemTime;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+}
+
+/// Result of a compare-and-swap write to shared data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CasError {
+    /// Another writer changed the value since it was read.
+    Mismatch,
+    /// The host refused the call for another reason.
+    Failed,
+}
+
+pub trait Host {
+    fn now(&self) -> SystemTime;
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+
+    /// All request headers, read once per request.
+    fn request_headers(&self) -> Vec<(String, String)>;
+    /// Replaces (or with `None` removes) every value of a request header.
+    fn set_request_header(&self, name: &str, value: Option<&str>);
+    fn response_header(&self, name: &str) -> Option<String>;
+    fn set_response_header(&self, name: &str, value: Option<&str>);
+    fn send_reply(&self, reply: &Rendered);
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32>;
+    fn increment_metric(&self, id: u32, delta: i64);
+    fn record_metric(&self, id: u32, value: u64);
+
+    /// Shared data visible to every VM of this plugin: value and its CAS token.
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    /// Writes `value` when the stored CAS token still equals `cas` (`None`: unconditionally).
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasError>;
+}
+
+/// The real host: proxy-wasm hostcalls. Errors from the host are treated as "absent".
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Proxy;
+
+impl Host for Proxy {
+    fn now(&self) -> SystemTime {
+        hostcalls::get_current_time().unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        hostcalls::get_property(path.to_vec()).ok().flatten()
+    }
+
+    fn request_headers(&self) -> Vec<(String, String)> {
+        hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default()
+    }
+
+    fn set_request_header(&self, name: &str, value: Option<&str>) {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+    }
+
+    fn response_header(&self, name: &str) -> Option<String> {
+        hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    fn set_response_header(&self, name: &str, value: Option<&str>) {
+        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
+    }
+
+    fn send_reply(&self, reply: &Rendered) {
+        match reply {
+            Rendered::Http {
+                status,
+                headers,
+                body,
+            } => {
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let _ = hostcalls::send_http_response(*status, headers, Some(body));
+            }
+            Rendered::Grpc {
+                status,
+                message,
+                headers,
+            } => {
+                let metadata: Vec<(&str, &[u8])> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_bytes()))
+                    .collect();
+                let _ = hostcalls::send_grpc_response(grpc_code(*status), Some(message), metadata);
+            }
+        }
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
+        let t = match kind {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
+        };
+        hostcalls::define_metric(t, name).ok()
+    }
+
+    fn increment_metric(&self, id: u32, delta: i64) {
+        let _ = hostcalls::increment_metric(id, delta);
+    }
+
+    fn record_metric(&self, id: u32, value: u64) {
+        let _ = hostcalls::record_metric(id, value);
+    }
+
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(CasError::Mismatch),
+            Err(_) => Err(CasError::Failed),
+        }
+    }
+}
+
+fn grpc_code(status: u32) -> proxy_wasm::types::GrpcStatusCode {
+    use proxy_wasm::types::GrpcStatusCode as G;
+    match status {
+        0 => G::Ok,
+        1 => G::Cancelled,
+        3 => G::InvalidArgument,
+        4 => G::DeadlineExceeded,
+        5 => G::NotFound,
+        6 => G::AlreadyExists,
+        7 => G::PermissionDenied,
+        8 => G::ResourceExhausted,
+        9 => G::FailedPrecondition,
+        10 => G::Aborted,
+        11 => G::OutOfRange,
+        12 => G::Unimplemented,
+        13 => G::Internal,
+        14 => G::Unavailable,
+        15 => G::DataLoss,
+        16 => G::Unauthenticated,
+        _ => G::Unknown,
+    }
+}
+
+/// Reads an integer property as Envoy serializes it: 8 bytes, little-endian.
+pub fn le_u64(bytes: &[u8]) -> Option<u64> {
+    let arr: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(arr))
+}

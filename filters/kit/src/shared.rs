@@ -1,0 +1,186 @@
+//! State shared by every worker: compare-and-swap updates over Envoy's shared data.
+//!
+//! Envoy runs one VM per worker thread; a breaker or a budget that must be one for the whole
+//! process lives in shared data. A write carries the CAS token of the value it read and fails
+//! with a mismatch when another worker wrote in between; [`update`] then reads again and
+//! re-applies the change, a bounded number of times. A key that does not exist has no token to
+//! compare with, so keys are created with [`seed`] in `on_configure`, before traffic.
+//!
+//! ```
+//! # use mesh_kit::shared::{seed, update, MemoryStore};
+//! let store = MemoryStore::default();
+//! seed(&store, "budget", &0u64.to_le_bytes());
+//! let new = update(&store, "budget", 8, |old| {
+//!     let n = old.and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0) + 1;
+//!     Some((n.to_le_bytes().to_vec(), n))
+//! });
+//! assert_eq!(new, Ok(1));
+//! ```
+
+use crate::host::{CasError, Host};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// Why an [`update`] did not write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateError {
+    /// Other writers won every one of the allowed attempts.
+    Contended,
+    /// The change function declined to write (nothing to change).
+    Unchanged,
+    /// The host failed the call.
+    Failed,
+}
+
+/// Creates `key` with `initial` unless it exists already (another VM may have seeded it).
+pub fn seed(store: &dyn Host, key: &str, initial: &[u8]) -> bool {
+    match store.shared_get(key) {
+        (Some(_), _) => true,
+        _ => store.shared_set(key, initial, None).is_ok(),
+    }
+}
+
+/// Reads `key`, applies `change` to the current bytes and writes the result with CAS, retrying
+/// on conflict up to `max_tries` times. `change` returns the new bytes and a value to hand back,
+/// or `None` to leave the data as it is.
+pub fn update<T>(
+    store: &dyn Host,
+    key: &str,
+    max_tries: u32,
+    mut change: impl FnMut(Option<&[u8]>) -> Option<(Vec<u8>, T)>,
+) -> Result<T, UpdateError> {
+    for _ in 0..max_tries.max(1) {
+        let (current, cas) = store.shared_get(key);
+        let Some((bytes, out)) = change(current.as_deref()) else {
+            return Err(UpdateError::Unchanged);
+        };
+        match store.shared_set(key, &bytes, cas) {
+            Ok(()) => return Ok(out),
+            Err(CasError::Mismatch) => continue,
+            Err(CasError::Failed) => return Err(UpdateError::Failed),
+        }
+    }
+    Err(UpdateError::Contended)
+}
+
+/// An in-memory store with Envoy's CAS semantics (the token changes on every write), for tests
+/// and examples. Only the shared-data calls are meaningful; the others are inert.
+#[derive(Default)]
+pub struct MemoryStore {
+    data: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    /// Writes to make fail with a mismatch before succeeding (simulates other workers).
+    pub conflicts: RefCell<u32>,
+}
+
+impl Host for MemoryStore {
+    fn now(&self) -> std::time::SystemTime {
+        std::time::SystemTime::UNIX_EPOCH
+    }
+    fn property(&self, _: &[&str]) -> Option<Vec<u8>> {
+        None
+    }
+    fn request_headers(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    fn set_request_header(&self, _: &str, _: Option<&str>) {}
+    fn response_header(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn set_response_header(&self, _: &str, _: Option<&str>) {}
+    fn send_reply(&self, _: &crate::reply::Rendered) {}
+    fn define_metric(&self, _: crate::host::MetricKind, _: &str) -> Option<u32> {
+        None
+    }
+    fn increment_metric(&self, _: u32, _: i64) {}
+    fn record_metric(&self, _: u32, _: u64) {}
+
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.data.borrow().get(key) {
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+            None => (None, None),
+        }
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasError> {
+        let mut data = self.data.borrow_mut();
+        let current = data.get(key).map(|(_, c)| *c);
+        if let (Some(want), Some(have)) = (cas, current) {
+            if want != have {
+                return Err(CasError::Mismatch);
+            }
+        }
+        let mut conflicts = self.conflicts.borrow_mut();
+        if *conflicts > 0 {
+            *conflicts -= 1;
+            // Another worker wrote: bump the token, keep the value.
+            if let Some(entry) = data.get_mut(key) {
+                entry.1 = entry.1.wrapping_add(1);
+            }
+            return Err(CasError::Mismatch);
+        }
+        let next = current.unwrap_or(0).wrapping_add(1);
+        data.insert(key.to_string(), (value.to_vec(), next));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incr(store: &MemoryStore, tries: u32) -> Result<u64, UpdateError> {
+        update(store, "k", tries, |old| {
+            let n = old
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .unwrap_or(0)
+                + 1;
+            Some((n.to_le_bytes().to_vec(), n))
+        })
+    }
+
+    #[test]
+    fn seeding_twice_keeps_the_first_value() {
+        let s = MemoryStore::default();
+        assert!(seed(&s, "k", &[1]));
+        assert!(seed(&s, "k", &[2]));
+        assert_eq!(s.shared_get("k").0, Some(vec![1]));
+    }
+
+    #[test]
+    fn a_conflicting_write_is_retried_and_no_update_is_lost() {
+        let s = MemoryStore::default();
+        seed(&s, "k", &0u64.to_le_bytes());
+        *s.conflicts.borrow_mut() = 3;
+        assert_eq!(incr(&s, 8), Ok(1));
+        assert_eq!(incr(&s, 8), Ok(2));
+    }
+
+    #[test]
+    fn updates_give_up_after_the_allowed_attempts() {
+        let s = MemoryStore::default();
+        seed(&s, "k", &0u64.to_le_bytes());
+        *s.conflicts.borrow_mut() = 10;
+        assert_eq!(incr(&s, 4), Err(UpdateError::Contended));
+    }
+
+    #[test]
+    fn a_stale_token_is_a_mismatch() {
+        let s = MemoryStore::default();
+        seed(&s, "k", &[0]);
+        let (_, cas) = s.shared_get("k");
+        s.shared_set("k", &[1], cas).unwrap();
+        assert_eq!(s.shared_set("k", &[2], cas), Err(CasError::Mismatch));
+    }
+
+    #[test]
+    fn declining_to_change_writes_nothing() {
+        let s = MemoryStore::default();
+        seed(&s, "k", &[7]);
+        assert_eq!(
+            update(&s, "k", 3, |_| None::<(Vec<u8>, ())>),
+            Err(UpdateError::Unchanged)
+        );
+        assert_eq!(s.shared_get("k").0, Some(vec![7]));
+    }
+}

