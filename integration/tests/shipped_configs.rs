@@ -1,0 +1,134 @@
+//! The configurations we ship under `envoy/` work as written: Envoy validates each one (which
+//! loads the wasm and runs its plugin configuration), and the demo config, started with its
+//! ports moved to free ones, behaves as the README says.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use mesh_integration::client;
+use mesh_integration::envoy::{envoy_binary, wasm, workspace_root, Envoy, Options};
+use mesh_integration::upstream;
+use std::process::Command;
+use std::time::Duration;
+
+fn shipped() -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(workspace_root().join("envoy"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    files
+}
+
+#[test]
+fn every_shipped_envoy_config_validates_with_the_real_envoy() {
+    wasm("mesh_deadline").unwrap();
+    for file in shipped() {
+        let out = Command::new(envoy_binary())
+            .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+            .arg(&file)
+            .current_dir(workspace_root())
+            .output()
+            .unwrap();
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && log.contains("OK"),
+            "{} does not validate:\n{log}",
+            file.display()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_config_enforces_its_per_route_deadlines() {
+    let text = std::fs::read_to_string(workspace_root().join("envoy/demo.yaml")).unwrap();
+    let auth = upstream::spawn("auth", "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let learner = upstream::spawn("learner", "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let events = upstream::spawn("events", "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let text = text
+        .replace("port_value: 10000", "port_value: 0")
+        .replace("port_value: 9901", "port_value: 0")
+        .replace(
+            "port_value: 9001",
+            &format!("port_value: {}", auth.addr().port()),
+        )
+        .replace(
+            "port_value: 9002",
+            &format!("port_value: {}", learner.addr().port()),
+        )
+        .replace(
+            "port_value: 9003",
+            &format!("port_value: {}", events.addr().port()),
+        );
+    let envoy = Envoy::start_text(
+        &text,
+        &Options {
+            concurrency: 2,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let addr = envoy.listener("mesh");
+
+    let r = client::get(addr, "/auth/hello", &[]).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["service"], "auth");
+    let budget: u64 = r.json()["headers"]["x-envoy-expected-rq-timeout-ms"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((4900..=5000).contains(&budget), "{budget}");
+
+    let r = client::get(addr, "/events/x?sleep_ms=3000", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 504);
+    assert!(
+        r.elapsed >= Duration::from_millis(1700) && r.elapsed <= Duration::from_millis(2300),
+        "{:?}",
+        r.elapsed
+    );
+
+    let r = client::get(addr, "/learner/x", &[("grpc-timeout", "300m")])
+        .await
+        .unwrap();
+    let budget: u64 = r.json()["headers"]["x-envoy-expected-rq-timeout-ms"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((250..=300).contains(&budget), "{budget}");
+
+    let r = client::get(addr, "/health", &[("x-envoy-expected-rq-timeout-ms", "0")])
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.header("x-mesh-rejected-by")),
+        (200, None),
+        "health is exempt"
+    );
+
+    assert_eq!(
+        envoy
+            .metric("mesh_deadline_rq_timeout", &[("route", "events")])
+            .unwrap(),
+        1.0
+    );
+}
