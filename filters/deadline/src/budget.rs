@@ -53,6 +53,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    // On wasm32, #[test] here is wasm-bindgen-test's attribute (proptest's #[test] too), so these
+    // tests also run compiled to wasm32 under Node.js: scripts/wasm-test.sh.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     const MS: fn(u64) -> Duration = Duration::from_millis;
 
     fn limits(timeout: u64) -> Limits {

@@ -110,6 +110,11 @@ mod tests {
     use super::*;
     use mesh_kit::config::{from_value, parse_json};
 
+    // On wasm32, #[test] here is wasm-bindgen-test's attribute, so these tests also run compiled to
+    // wasm32 under Node.js: scripts/wasm-test.sh.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     fn parse(s: &str) -> Result<Config, ConfigError> {
         from_value(&parse_json(s.as_bytes())?)
     }

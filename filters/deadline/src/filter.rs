@@ -180,6 +180,11 @@ fn time_spent_here(cx: &Cx<'_, Deadline>) -> Duration {
 mod tests {
     use super::*;
 
+    // On wasm32, #[test] here is wasm-bindgen-test's attribute, so these tests also run compiled to
+    // wasm32 under Node.js: scripts/wasm-test.sh.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     #[test]
     fn millisecond_headers_are_digits_only() {
         assert_eq!(

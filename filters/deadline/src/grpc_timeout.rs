@@ -63,6 +63,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    // On wasm32, #[test] here is wasm-bindgen-test's attribute (proptest's #[test] too), so these
+    // tests also run compiled to wasm32 under Node.js: scripts/wasm-test.sh.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     #[test]
     fn parses_every_unit() {
         assert_eq!(parse("2H"), Some(Duration::from_secs(7200)));

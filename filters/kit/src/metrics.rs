@@ -137,6 +137,11 @@ pub fn label_value(s: &str) -> String {
 mod tests {
     use super::*;
 
+    // On wasm32, #[test] here is wasm-bindgen-test's attribute, so these tests also run compiled to
+    // wasm32 under Node.js: scripts/wasm-test.sh.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     #[test]
     fn names_encode_the_label_for_stats_tags() {
         assert_eq!(

@@ -163,6 +163,11 @@ pub fn is_grpc(content_type: Option<&str>) -> bool {
 mod tests {
     use super::*;
 
+    // On wasm32, #[test] here is wasm-bindgen-test's attribute, so these tests also run compiled to
+    // wasm32 under Node.js: scripts/wasm-test.sh.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     #[test]
     fn an_http_reply_is_json_and_names_the_filter() {
         let r = Reply::new(

@@ -202,6 +202,11 @@ mod tests {
     use serde_json::json;
     use std::cell::Cell;
 
+    // On wasm32, #[test] here is wasm-bindgen-test's attribute (proptest's #[test] too), so these
+    // tests also run compiled to wasm32 under Node.js: scripts/wasm-test.sh.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     #[derive(Debug, Deserialize, PartialEq)]
     #[serde(deny_unknown_fields)]
     struct Cfg {

@@ -128,6 +128,11 @@ impl Host for MemoryStore {
 mod tests {
     use super::*;
 
+    // On wasm32, #[test] here is wasm-bindgen-test's attribute, so these tests also run compiled to
+    // wasm32 under Node.js: scripts/wasm-test.sh.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     fn incr(store: &MemoryStore, tries: u32) -> Result<u64, UpdateError> {
         update(store, "k", tries, |old| {
             let n = old

@@ -155,6 +155,11 @@ impl<'de> Deserialize<'de> for Ratio {
 mod tests {
     use super::*;
 
+    // On wasm32, #[test] here is wasm-bindgen-test's attribute (proptest's #[test] too), so these
+    // tests also run compiled to wasm32 under Node.js: scripts/wasm-test.sh.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     #[test]
     fn accepts_every_documented_form() {
         let cases = [
