@@ -31,7 +31,8 @@ run: build
 test: build envoy test-unit test-wasm test-integration
 
 test-unit:
-	cargo test --workspace --lib --bins --doc
+	cargo test --workspace --lib --bins
+	cargo test --workspace --doc
 
 test-wasm: toolchain
 	scripts/wasm-test.sh

@@ -69,45 +69,40 @@ impl Stats {
     }
 }
 
-/// Metric ids by label value for one stage.
+/// Metric ids by label for one stage.
 pub struct StatsCache {
     prefix: &'static str,
-    label: &'static str,
     stats: &'static [Stat],
-    by_value: HashMap<String, Rc<Stats>>,
+    by_label: HashMap<(&'static str, String), Rc<Stats>>,
 }
 
 impl StatsCache {
-    /// `prefix` is the filter name (`mesh.deadline`), `label` the tag (`route` or `cluster`).
-    pub fn new(prefix: &'static str, label: &'static str, stats: &'static [Stat]) -> Self {
+    /// `prefix` is the filter name (`mesh.deadline`).
+    pub fn new(prefix: &'static str, stats: &'static [Stat]) -> Self {
         StatsCache {
             prefix,
-            label,
             stats,
-            by_value: HashMap::new(),
+            by_label: HashMap::new(),
         }
     }
 
-    pub fn get(&mut self, host: &dyn Host, value: &str) -> Rc<Stats> {
-        if let Some(s) = self.by_value.get(value) {
+    /// The stats for `label=value`, e.g. `("route", "auth")` or `("cluster", "auth_v1")`.
+    pub fn get(&mut self, host: &dyn Host, label: &'static str, value: &str) -> Rc<Stats> {
+        if let Some(s) = self.by_label.get(&(label, value.to_string())) {
             return Rc::clone(s);
         }
-        let label = label_value(value);
+        let safe = label_value(value);
         let ids = self
             .stats
             .iter()
-            .map(|s| {
-                host.define_metric(
-                    s.kind,
-                    &metric_name(self.prefix, s.name, self.label, &label),
-                )
-            })
+            .map(|s| host.define_metric(s.kind, &metric_name(self.prefix, s.name, label, &safe)))
             .collect();
         let stats = Rc::new(Stats { ids });
-        if self.by_value.len() >= MAX_LABELS {
-            self.by_value.clear();
+        if self.by_label.len() >= MAX_LABELS {
+            self.by_label.clear();
         }
-        self.by_value.insert(value.to_string(), Rc::clone(&stats));
+        self.by_label
+            .insert((label, value.to_string()), Rc::clone(&stats));
         stats
     }
 }

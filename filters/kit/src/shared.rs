@@ -12,7 +12,7 @@
 //! seed(&store, "budget", &0u64.to_le_bytes());
 //! let new = update(&store, "budget", 8, |old| {
 //!     let n = old.and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0) + 1;
-//!     Some((n.to_le_bytes().to_vec(), n))
+//!     (Some(n.to_le_bytes().to_vec()), n)
 //! });
 //! assert_eq!(new, Ok(1));
 //! ```
@@ -26,8 +26,6 @@ use std::collections::HashMap;
 pub enum UpdateError {
     /// Other writers won every one of the allowed attempts.
     Contended,
-    /// The change function declined to write (nothing to change).
-    Unchanged,
     /// The host failed the call.
     Failed,
 }
@@ -41,18 +39,20 @@ pub fn seed(store: &dyn Host, key: &str, initial: &[u8]) -> bool {
 }
 
 /// Reads `key`, applies `change` to the current bytes and writes the result with CAS, retrying
-/// on conflict up to `max_tries` times. `change` returns the new bytes and a value to hand back,
-/// or `None` to leave the data as it is.
+/// on conflict up to `max_tries` times. `change` returns the new bytes (`None`: nothing to
+/// write) and a value to hand back; it is called again on fresh data after a conflict, so its
+/// decision is always made on the value that is written over.
 pub fn update<T>(
     store: &dyn Host,
     key: &str,
     max_tries: u32,
-    mut change: impl FnMut(Option<&[u8]>) -> Option<(Vec<u8>, T)>,
+    mut change: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, T),
 ) -> Result<T, UpdateError> {
     for _ in 0..max_tries.max(1) {
         let (current, cas) = store.shared_get(key);
-        let Some((bytes, out)) = change(current.as_deref()) else {
-            return Err(UpdateError::Unchanged);
+        let (write, out) = change(current.as_deref());
+        let Some(bytes) = write else {
+            return Ok(out);
         };
         match store.shared_set(key, &bytes, cas) {
             Ok(()) => return Ok(out),
@@ -140,7 +140,7 @@ mod tests {
                 .map(u64::from_le_bytes)
                 .unwrap_or(0)
                 + 1;
-            Some((n.to_le_bytes().to_vec(), n))
+            (Some(n.to_le_bytes().to_vec()), n)
         })
     }
 
@@ -183,8 +183,8 @@ mod tests {
         let s = MemoryStore::default();
         seed(&s, "k", &[7]);
         assert_eq!(
-            update(&s, "k", 3, |_| None::<(Vec<u8>, ())>),
-            Err(UpdateError::Unchanged)
+            update(&s, "k", 3, |old| (None, old.map(<[u8]>::to_vec))),
+            Ok(Some(vec![7]))
         );
         assert_eq!(s.shared_get("k").0, Some(vec![7]));
     }

@@ -53,8 +53,6 @@ pub trait Stage: Sized + 'static {
     const STATS: &'static [Stat];
     /// Index in [`Self::STATS`] of the `config_error` counter.
     const CONFIG_ERROR: usize;
-    /// The metric label: `route` (default) or `cluster`.
-    const LABEL: &'static str = "route";
 
     type Config: DeserializeOwned + Validate + 'static;
     /// Per-request state, created empty for every request the stage runs on.
@@ -81,6 +79,7 @@ pub struct Cx<'a, S: Stage> {
     pub state: &'a mut S::Request,
     pub ex: &'a mut Exchange,
     pub stats: &'a Stats,
+    all_stats: &'a RefCell<StatsCache>,
 }
 
 impl<S: Stage> Cx<'_, S> {
@@ -89,6 +88,12 @@ impl<S: Stage> Cx<'_, S> {
     }
     pub fn inc(&self, stat: usize) {
         self.stats.inc(self.ex.host(), stat);
+    }
+    /// The stage's stats under another label than the route, e.g. `("cluster", name)`.
+    pub fn stats_for(&self, label: &'static str, value: &str) -> Rc<Stats> {
+        self.all_stats
+            .borrow_mut()
+            .get(self.ex.host(), label, value)
     }
 }
 
@@ -210,13 +215,8 @@ impl<S: Stage> Slot<S> {
         Ok(Slot {
             stage,
             routes: RefCell::new(RouteCache::new(S::NAME, json.clone(), config)),
-            stats: RefCell::new(StatsCache::new(S::NAME, S::LABEL, S::STATS)),
+            stats: RefCell::new(StatsCache::new(S::NAME, S::STATS)),
         })
-    }
-
-    /// Stats for a label value other than the route (stages scoped by cluster use this).
-    pub fn stats_for(&self, host: &dyn Host, label: &str) -> Rc<Stats> {
-        self.stats.borrow_mut().get(host, label)
     }
 }
 
@@ -259,7 +259,7 @@ impl<S: Stage> AnySlot for Slot<S> {
             .routes
             .borrow_mut()
             .get(&route, || host.property(&["xds", "route_metadata"]));
-        let stats = self.stats.borrow_mut().get(&*host, &route);
+        let stats = self.stats.borrow_mut().get(&*host, "route", &route);
         let (config, mode) = match lookup.config {
             RouteConfig::Disabled => return None,
             RouteConfig::Enabled(c) => (c, Mode::Normal),
@@ -295,6 +295,7 @@ impl<S: Stage> RunOf<S> {
             state: &mut self.state,
             ex,
             stats: &self.stats,
+            all_stats: &self.slot.stats,
         };
         (&self.slot.stage, cx)
     }
