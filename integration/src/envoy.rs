@@ -155,7 +155,8 @@ impl Envoy {
         Ok(envoy)
     }
 
-    /// Starts Envoy with a configuration it must refuse; returns its exit status and log.
+    /// Starts Envoy with a configuration it must refuse; returns its exit status and log. An
+    /// Envoy that becomes ready instead is killed and reported as an error.
     pub fn refuse(bootstrap: &serde_json::Value) -> Result<Refused, Error> {
         let dir = tempdir::Dir::new("envoy")?;
         let mut child = spawn(
@@ -171,28 +172,20 @@ impl Envoy {
                     log: read_log(dir.path()),
                 });
             }
-            if dir.path().join("admin.addr").exists() {
-                // Admin up means the configuration was accepted (or is being accepted): give the
-                // listeners a moment, then report that it did not refuse.
-                std::thread::sleep(Duration::from_millis(500));
-                if let Some(status) = child.try_wait()? {
-                    return Ok(Refused {
-                        status,
-                        log: read_log(dir.path()),
-                    });
-                }
+            let admin = std::fs::read_to_string(dir.path().join("admin.addr"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            let ready = admin.is_some_and(
+                |a| matches!(http_get(a, "/ready"), Ok((200, body)) if body.trim() == "LIVE"),
+            );
+            if ready || Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
-                    "envoy accepted a configuration it should refuse:\n{}",
+                    "envoy did not refuse the configuration:\n{}",
                     read_log(dir.path())
                 )
                 .into());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("envoy neither started nor exited in 30s".into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -193,6 +193,28 @@ impl Exchange {
         self.host.property(path)
     }
 
+    /// Whether the response is a local reply made by one of our filters, in this module (a
+    /// stage of this adapter) or in another mesh filter of the same Envoy: it carries
+    /// `x-mesh-rejected-by` and did not come from the upstream. For response headers and
+    /// `on_log`. An upstream cannot fake it: a response via the upstream is never ours.
+    pub fn is_our_local_reply(&self) -> bool {
+        if self.rejected_by.is_some() {
+            return true;
+        }
+        if self
+            .host
+            .response_header(crate::reply::REJECTED_BY)
+            .is_none()
+        {
+            return false;
+        }
+        let details = self
+            .host
+            .property(&["response", "code_details"])
+            .unwrap_or_default();
+        details != b"via_upstream"
+    }
+
     fn reply(&mut self, filter: &'static str, reply: &Reply) {
         self.rejected_by = Some(filter);
         self.host.send_reply(&reply.render(filter, self.grpc));

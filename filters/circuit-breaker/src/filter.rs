@@ -1,0 +1,264 @@
+//! The circuit-breaker stage: the adapter-facing table of contents of the filter.
+//!
+//! Request headers: read the breaker of this route (or cluster) from shared data and ask it
+//! ([`Snapshot::admit`]); write back only when admitting changed it (a probe slot taken, Open →
+//! HalfOpen). A rejection answers 503 / UNAVAILABLE with `retry-after` and `RetryInfo`.
+//! End of stream (`on_log`): classify the outcome and record it with compare-and-swap, so one
+//! breaker serves every worker. Replies our own filters made locally are not upstream outcomes:
+//! they are not recorded, and a probe they stopped gives its slot back.
+
+use crate::breaker::{Admission, Outcome, Phase, Snapshot, Transition, Trigger};
+use crate::config::{Config, Scope};
+use mesh_kit::host::{le_u64, Host};
+use mesh_kit::metrics::{Stat, Stats};
+use mesh_kit::reply::{GrpcCode, Reply};
+use mesh_kit::shared::update;
+use mesh_kit::stage::{Cx, Flow, Stage};
+use mesh_kit::values::format_duration;
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+pub const STATE: usize = 0;
+pub const RQ_REJECTED: usize = 1;
+pub const FAILURES: usize = 2;
+pub const SLOW_CALLS: usize = 3;
+pub const OPENED: usize = 4;
+pub const CLOSED: usize = 5;
+pub const CONFIG_ERROR: usize = 6;
+pub const STATE_ERROR: usize = 7;
+
+/// Attempts at a compare-and-swap write before giving up on one update.
+const CAS_TRIES: u32 = 32;
+
+pub struct CircuitBreaker;
+
+/// What one request carries from admission to its end.
+#[derive(Default)]
+pub struct State {
+    key: String,
+    label: (&'static str, String),
+    admission: Option<Admission>,
+    start_us: u64,
+}
+
+impl Stage for CircuitBreaker {
+    const NAME: &'static str = "mesh.circuit_breaker";
+    const STATS: &'static [Stat] = &[
+        Stat::gauge("state"),
+        Stat::counter("rq_rejected"),
+        Stat::counter("failures"),
+        Stat::counter("slow_calls"),
+        Stat::counter("opened"),
+        Stat::counter("closed"),
+        Stat::counter("config_error"),
+        Stat::counter("state_error"),
+    ];
+    const CONFIG_ERROR: usize = CONFIG_ERROR;
+
+    type Config = Config;
+    type Request = State;
+
+    fn new(_config: &Config, _host: &dyn Host) -> Self {
+        CircuitBreaker
+    }
+
+    fn on_request_headers(&self, cx: &mut Cx<'_, Self>) -> Flow {
+        let label = match cx.config.scope {
+            Scope::Route => ("route", cx.ex.route().to_string()),
+            Scope::Cluster => ("cluster", cluster_name(cx)),
+        };
+        let key = format!("{}:{}:{}", Self::NAME, label.0, label.1);
+        let settings = cx.config.settings();
+        let now = now_us(cx.host());
+        let decided = update(cx.host(), &key, CAS_TRIES, |bytes| {
+            let mut snap = bytes.and_then(Snapshot::decode).unwrap_or_default();
+            let (admission, transition) = snap.admit(&settings, now);
+            let write = matches!(admission, Admission::Probe { .. }).then(|| snap.encode());
+            (write, (admission, transition))
+        });
+        let stats = stats(cx, &label);
+        let (admission, transition) = match decided {
+            Ok(d) => d,
+            Err(e) => {
+                // Fail open: let the call through unrecorded.
+                stats.inc(cx.host(), STATE_ERROR);
+                log::warn!(
+                    "{}: {} {:?}: shared state update failed ({e:?}); request let through",
+                    Self::NAME,
+                    label.0,
+                    label.1
+                );
+                return Flow::Continue;
+            }
+        };
+        if let Some(t) = transition {
+            announce(cx.host(), &stats, &label, t);
+        }
+        match admission {
+            Admission::Reject { retry_after_us } => {
+                stats.inc(cx.host(), RQ_REJECTED);
+                let retry = Duration::from_micros(retry_after_us);
+                let message = format!(
+                    "circuit breaker open for {} {}; retry in {}",
+                    label.0,
+                    label.1,
+                    format_duration(retry)
+                );
+                Flow::Reject(
+                    Reply::new(503, GrpcCode::Unavailable, "circuit_open", message)
+                        .with_retry_after(retry)
+                        .with_error_info(),
+                )
+            }
+            admitted => {
+                *cx.state = State {
+                    key,
+                    label,
+                    admission: Some(admitted),
+                    start_us: now,
+                };
+                Flow::Continue
+            }
+        }
+    }
+
+    fn on_log(&self, cx: &mut Cx<'_, Self>) {
+        let Some(admission) = cx.state.admission else {
+            return;
+        };
+        let key = std::mem::take(&mut cx.state.key);
+        let label = std::mem::take(&mut cx.state.label);
+        let stats = stats(cx, &label);
+        if cx.ex.is_our_local_reply() {
+            // Another of our filters answered: not an upstream outcome. Free a probe slot.
+            if matches!(admission, Admission::Probe { .. }) {
+                let _ = update(cx.host(), &key, CAS_TRIES, |bytes| {
+                    let mut snap = bytes.and_then(Snapshot::decode).unwrap_or_default();
+                    let write = snap.release(admission).then(|| snap.encode());
+                    (write, ())
+                });
+            }
+            return;
+        }
+        let now = now_us(cx.host());
+        let outcome = classify(cx, now.saturating_sub(cx.state.start_us));
+        if outcome.failed {
+            stats.inc(cx.host(), FAILURES);
+        }
+        if outcome.slow {
+            stats.inc(cx.host(), SLOW_CALLS);
+        }
+        let settings = cx.config.settings();
+        let recorded = update(cx.host(), &key, CAS_TRIES, |bytes| {
+            let before = bytes.and_then(Snapshot::decode).unwrap_or_default();
+            let mut snap = before.clone();
+            let transition = snap.record(&settings, admission, outcome, now);
+            let write = (snap != before).then(|| snap.encode());
+            (write, transition)
+        });
+        match recorded {
+            Ok(Some(t)) => announce(cx.host(), &stats, &label, t),
+            Ok(None) => {}
+            Err(e) => {
+                stats.inc(cx.host(), STATE_ERROR);
+                log::warn!(
+                    "{}: {} {:?}: outcome not recorded ({e:?})",
+                    Self::NAME,
+                    label.0,
+                    label.1
+                );
+            }
+        }
+    }
+}
+
+/// Failure and slowness of a finished call, from Envoy's view of it.
+fn classify(cx: &Cx<'_, CircuitBreaker>, elapsed_us: u64) -> Outcome {
+    let code = cx
+        .ex
+        .property(&["response", "code"])
+        .as_deref()
+        .and_then(le_u64)
+        .unwrap_or(0);
+    let flags = cx
+        .ex
+        .property(&["response", "flags"])
+        .as_deref()
+        .and_then(le_u64)
+        .unwrap_or(0);
+    let mut failed = cx.config.failure_on.matches(code, flags);
+    if !failed && cx.ex.is_grpc() {
+        // Derived from headers or trailers by Envoy; meaningful because the request is gRPC.
+        if let Some(status) = cx
+            .ex
+            .property(&["response", "grpc_status"])
+            .as_deref()
+            .and_then(le_u64)
+        {
+            failed = cx.config.grpc_failure_on.matches(status);
+        }
+    }
+    let slow = cx
+        .config
+        .slow_call_duration
+        .is_some_and(|d| u128::from(elapsed_us) > d.get().as_micros());
+    Outcome { failed, slow }
+}
+
+fn stats(cx: &Cx<'_, CircuitBreaker>, label: &(&'static str, String)) -> Rc<Stats> {
+    cx.stats_for(label.0, &label.1)
+}
+
+/// The upstream cluster of the route, when Envoy exposes it before the router runs; the route
+/// name otherwise (a breaker per route is the safe fallback).
+fn cluster_name(cx: &mut Cx<'_, CircuitBreaker>) -> String {
+    match cx.ex.property(&["xds", "cluster_name"]) {
+        Some(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
+        _ => cx.ex.route().to_string(),
+    }
+}
+
+/// Logs a transition once (the worker whose write made it) and updates the metrics.
+fn announce(host: &dyn Host, stats: &Stats, label: &(&'static str, String), t: Transition) {
+    let (scope, name) = (label.0, &label.1);
+    let name_s = CircuitBreaker::NAME;
+    match t {
+        Transition::Opened { for_us, trigger } => {
+            stats.set(host, STATE, Phase::Open as u64);
+            stats.inc(host, OPENED);
+            let why = match trigger {
+                Trigger::ConsecutiveFailures(n) => format!("{n} consecutive failures"),
+                Trigger::FailureRate(r) => format!("failure rate {:.0}%", r * 100.0),
+                Trigger::SlowCallRate(r) => format!("slow-call rate {:.0}%", r * 100.0),
+            };
+            log::warn!(
+                "{name_s}: {scope} {name:?} opened for {} after {why}",
+                format_duration(Duration::from_micros(for_us))
+            );
+        }
+        Transition::Reopened { for_us } => {
+            stats.set(host, STATE, Phase::Open as u64);
+            stats.inc(host, OPENED);
+            log::warn!(
+                "{name_s}: {scope} {name:?} re-opened for {}: a probe failed",
+                format_duration(Duration::from_micros(for_us))
+            );
+        }
+        Transition::HalfOpened => {
+            stats.set(host, STATE, Phase::HalfOpen as u64);
+            log::info!("{name_s}: {scope} {name:?} half-open: probing");
+        }
+        Transition::Closed => {
+            stats.set(host, STATE, Phase::Closed as u64);
+            stats.inc(host, CLOSED);
+            log::info!("{name_s}: {scope} {name:?} closed: probes succeeded");
+        }
+    }
+}
+
+fn now_us(host: &dyn Host) -> u64 {
+    host.now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,408 @@
+//! The circuit breaker end to end: a real Envoy with two workers loading
+//! `mesh_circuit_breaker.wasm`, real upstreams, a real gRPC client. Every request opens a new
+//! connection, so requests land on both workers: exact counts prove one breaker per process.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use bytes::Bytes;
+use mesh_integration::bootstrap::{
+    bootstrap, cluster, listener, route, wasm_filter, with_metadata,
+};
+use mesh_integration::client;
+use mesh_integration::envoy::{wasm, Envoy, Options};
+use mesh_integration::grpc;
+use mesh_integration::upstream::{self, Upstream};
+use mesh_kit::proto::google_rpc::{RetryInfo, Status};
+use prost::Message;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const FILTER: &str = "mesh.circuit_breaker";
+
+async fn demo(name: &str) -> Upstream {
+    upstream::spawn(name, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+fn breaker_filter(config: Value) -> Value {
+    wasm_filter(FILTER, &wasm("mesh_circuit_breaker").unwrap(), &config)
+}
+
+fn two_workers() -> Options {
+    Options {
+        concurrency: 2,
+        ..Options::default()
+    }
+}
+
+fn start(config: Value, routes: Vec<Value>, svc: SocketAddr) -> Envoy {
+    let b = bootstrap(
+        vec![listener("main", routes, vec![breaker_filter(config)])],
+        vec![cluster("svc", svc, true)],
+    );
+    Envoy::start_with(&b, &two_workers()).unwrap()
+}
+
+async fn status_of(addr: SocketAddr, path: &str) -> client::Response {
+    client::get(addr, path, &[]).await.unwrap()
+}
+
+fn rejected(r: &client::Response) -> bool {
+    r.header("x-mesh-rejected-by") == Some(FILTER)
+}
+
+fn state(envoy: &Envoy, route: &str) -> f64 {
+    envoy
+        .metric("mesh_circuit_breaker_state", &[("route", route)])
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_consecutive_503s_open_the_breaker_and_the_sixth_call_never_reaches_the_upstream() {
+    let svc = demo("auth").await;
+    let envoy = start(
+        json!({"open_duration": "30s"}),
+        vec![route("auth", "/", "svc")],
+        svc.addr(),
+    );
+    let addr = envoy.listener("main");
+    for i in 0..5 {
+        let r = status_of(addr, "/auth/x?status=503").await;
+        assert_eq!(
+            (r.status, rejected(&r)),
+            (503, false),
+            "call {i} should reach the upstream"
+        );
+    }
+    let r = status_of(addr, "/auth/x?status=503").await;
+    assert_eq!(r.status, 503);
+    assert!(rejected(&r), "{r:?}");
+    let retry_after: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((29..=30).contains(&retry_after), "{retry_after}");
+    assert_eq!(r.json()["error"], "circuit_open");
+    assert_eq!(svc.count(), 5, "the upstream saw exactly the five failures");
+    assert_eq!(state(&envoy, "auth"), 1.0);
+    assert_eq!(
+        envoy
+            .metric("mesh_circuit_breaker_opened", &[("route", "auth")])
+            .unwrap(),
+        1.0
+    );
+    assert_eq!(
+        envoy
+            .metric("mesh_circuit_breaker_failures", &[("route", "auth")])
+            .unwrap(),
+        5.0
+    );
+    assert_eq!(
+        envoy
+            .metric("mesh_circuit_breaker_rq_rejected", &[("route", "auth")])
+            .unwrap(),
+        1.0
+    );
+    let log = envoy.log();
+    assert_eq!(
+        log.matches(
+            "mesh.circuit_breaker: route \"auth\" opened for 30s after 5 consecutive failures"
+        )
+        .count(),
+        1,
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_close_a_healed_breaker_and_a_failed_probe_doubles_the_open_time() {
+    let svc = demo("learner").await;
+    let config = json!({"open_duration": "1s", "max_open_duration": "8s", "half_open_requests": 1});
+    let envoy = start(config, vec![route("learner", "/", "svc")], svc.addr());
+    let addr = envoy.listener("main");
+    assert_eq!(state(&envoy, "learner"), 0.0);
+    for _ in 0..5 {
+        status_of(addr, "/learner/x?status=503").await;
+    }
+    assert_eq!(state(&envoy, "learner"), 1.0);
+    assert!(rejected(&status_of(addr, "/learner/x").await));
+
+    // After 1 s a probe passes; it fails, so the breaker re-opens for 2 s.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let probe = status_of(addr, "/learner/x?status=503").await;
+    assert!(!rejected(&probe), "the probe reaches the upstream");
+    let r = status_of(addr, "/learner/x").await;
+    assert!(rejected(&r));
+    assert_eq!(r.header("retry-after"), Some("2"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(
+        rejected(&status_of(addr, "/learner/x").await),
+        "still open: the second period is 2 s"
+    );
+
+    // Then a slow healthy probe: half-open while it is out, closed when it succeeds.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let slow_probe = tokio::spawn(client::get(addr, "/learner/x?sleep_ms=800", &[]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        state(&envoy, "learner"),
+        2.0,
+        "half-open while the probe is out"
+    );
+    assert!(
+        rejected(&status_of(addr, "/learner/x").await),
+        "one probe at a time"
+    );
+    assert_eq!(slow_probe.await.unwrap().unwrap().status, 200);
+    assert_eq!(state(&envoy, "learner"), 0.0);
+    for _ in 0..5 {
+        assert_eq!(status_of(addr, "/learner/x").await.status, 200);
+    }
+    assert_eq!(
+        envoy
+            .metric("mesh_circuit_breaker_opened", &[("route", "learner")])
+            .unwrap(),
+        2.0
+    );
+    assert_eq!(
+        envoy
+            .metric("mesh_circuit_breaker_closed", &[("route", "learner")])
+            .unwrap(),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn half_failures_over_minimum_requests_open_it_and_a_tenth_does_not() {
+    let svc = demo("events").await;
+    let config = json!({"consecutive_failures": 1000, "failure_rate": 0.5, "minimum_requests": 20, "window": "30s"});
+    let routes = vec![
+        route("half", "/half/", "svc"),
+        route("tenth", "/tenth/", "svc"),
+    ];
+    let envoy = start(config, routes, svc.addr());
+    let addr = envoy.listener("main");
+    for i in 0..19 {
+        let path = if i % 2 == 0 {
+            "/half/x?status=503"
+        } else {
+            "/half/x"
+        };
+        assert!(
+            !rejected(&status_of(addr, path).await),
+            "call {i}: below minimum_requests"
+        );
+    }
+    status_of(addr, "/half/x").await; // the 20th call: 10 of 20 failed
+    assert!(rejected(&status_of(addr, "/half/x").await));
+
+    for i in 0..60 {
+        let path = if i % 10 == 0 {
+            "/tenth/x?status=503"
+        } else {
+            "/tenth/x"
+        };
+        assert!(
+            !rejected(&status_of(addr, path).await),
+            "call {i}: 10% must not open it"
+        );
+    }
+    assert_eq!(state(&envoy, "tenth"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_calls_open_the_breaker() {
+    let svc = demo("events").await;
+    let config = json!({"consecutive_failures": 1000, "slow_call_duration": "150ms", "slow_call_rate": 0.5, "minimum_requests": 4});
+    let envoy = start(config, vec![route("events", "/", "svc")], svc.addr());
+    let addr = envoy.listener("main");
+    for _ in 0..4 {
+        assert_eq!(status_of(addr, "/events/x?sleep_ms=300").await.status, 200);
+    }
+    let r = status_of(addr, "/events/x").await;
+    assert!(rejected(&r), "{r:?}");
+    assert_eq!(
+        envoy
+            .metric("mesh_circuit_breaker_slow_calls", &[("route", "events")])
+            .unwrap(),
+        4.0
+    );
+    assert!(envoy.log().contains("after slow-call rate 100%"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_unavailable_in_trailers_counts_and_the_rejection_carries_retry_info() {
+    let svc = demo("auth").await;
+    let envoy = start(
+        json!({"open_duration": "20s"}),
+        vec![route("auth-grpc", "/", "svc")],
+        svc.addr(),
+    );
+    let addr = envoy.listener("main");
+    let failing = [("x-demo-grpc-status", "14"), ("x-demo-trailers-only", "0")];
+    for _ in 0..5 {
+        let status = grpc::unary(addr, "/mesh.demo.Auth/Check", &failing, Bytes::new())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(
+            status.metadata().get("x-mesh-rejected-by").is_none(),
+            "from the upstream"
+        );
+    }
+    let status = grpc::unary(addr, "/mesh.demo.Auth/Check", &[], Bytes::new())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(status.metadata().get("x-mesh-rejected-by").unwrap(), FILTER);
+    let details = Status::decode(status.details()).unwrap();
+    assert_eq!(details.code, 14);
+    let retry = details
+        .details
+        .iter()
+        .find(|a| a.type_url == "type.googleapis.com/google.rpc.RetryInfo")
+        .unwrap();
+    let delay = RetryInfo::decode(retry.value.as_slice())
+        .unwrap()
+        .retry_delay
+        .unwrap();
+    assert!((19..=20).contains(&delay.seconds), "{delay:?}");
+    assert_eq!(svc.count(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_have_independent_breakers_and_cluster_scope_shares_one() {
+    let a = demo("a").await;
+    let b = demo("b").await;
+    let cluster_scope = json!({"scope": "cluster"});
+    let routes = vec![
+        route("one", "/one/", "svc_a"),
+        route("two", "/two/", "svc_a"),
+        with_metadata(
+            route("three", "/three/", "svc_b"),
+            FILTER,
+            cluster_scope.clone(),
+        ),
+        with_metadata(route("four", "/four/", "svc_b"), FILTER, cluster_scope),
+    ];
+    let b_cfg = bootstrap(
+        vec![listener(
+            "main",
+            routes,
+            vec![breaker_filter(json!({"open_duration": "30s"}))],
+        )],
+        vec![
+            cluster("svc_a", a.addr(), true),
+            cluster("svc_b", b.addr(), true),
+        ],
+    );
+    let envoy = Envoy::start_with(&b_cfg, &two_workers()).unwrap();
+    let addr = envoy.listener("main");
+
+    for _ in 0..5 {
+        status_of(addr, "/one/x?status=503").await;
+    }
+    assert!(rejected(&status_of(addr, "/one/x").await));
+    assert_eq!(
+        status_of(addr, "/two/x").await.status,
+        200,
+        "same cluster, other route: its own breaker"
+    );
+
+    for i in 0..5 {
+        let path = if i % 2 == 0 {
+            "/three/x?status=503"
+        } else {
+            "/four/x?status=503"
+        };
+        status_of(addr, path).await;
+    }
+    assert!(
+        rejected(&status_of(addr, "/three/x").await),
+        "five failures across two routes of one cluster"
+    );
+    assert!(rejected(&status_of(addr, "/four/x").await));
+    assert_eq!(
+        envoy
+            .metric("mesh_circuit_breaker_state", &[("cluster", "svc_b")])
+            .unwrap(),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replies_made_by_our_own_filters_are_not_counted_as_upstream_failures() {
+    let svc = demo("auth").await;
+    // Breaker first, then the deadline filter, which rejects expired requests locally.
+    let deadline = {
+        let mut f = wasm_filter(
+            "mesh.deadline",
+            &wasm("mesh_deadline").unwrap(),
+            &json!({"timeout": "5s"}),
+        );
+        f["typed_config"]["config"]["vm_config"]["vm_id"] = json!("mesh-deadline");
+        f
+    };
+    let b = bootstrap(
+        vec![listener(
+            "main",
+            vec![route("auth", "/", "svc")],
+            vec![breaker_filter(json!({})), deadline],
+        )],
+        vec![cluster("svc", svc.addr(), true)],
+    );
+    let envoy = Envoy::start_with(&b, &two_workers()).unwrap();
+    let addr = envoy.listener("main");
+    for _ in 0..10 {
+        let r = client::get(addr, "/auth/x", &[("x-envoy-expected-rq-timeout-ms", "0")])
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status, r.header("x-mesh-rejected-by")),
+            (504, Some("mesh.deadline"))
+        );
+    }
+    assert_eq!(
+        status_of(addr, "/auth/x").await.status,
+        200,
+        "ten local 504s did not open the breaker"
+    );
+    assert_eq!(
+        envoy
+            .metric("mesh_circuit_breaker_failures", &[("route", "auth")])
+            .unwrap(),
+        0.0
+    );
+    assert_eq!(svc.count(), 1);
+}
+
+#[test]
+fn invalid_breaker_configs_are_refused_and_the_log_names_the_field() {
+    let svc: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    for (config, field) in [
+        (json!({"consecutive_failures": 0}), "consecutive_failures"),
+        (json!({"failure_rate": 2}), "failure_rate"),
+        (json!({"failure_on": ["5xx", "teapot"]}), "failure_on"),
+        (json!({"open_duration": "60"}), "open_duration"),
+    ] {
+        let b = bootstrap(
+            vec![listener(
+                "main",
+                vec![route("r", "/", "svc")],
+                vec![breaker_filter(config.clone())],
+            )],
+            vec![cluster("svc", svc, true)],
+        );
+        let refused = Envoy::refuse(&b).unwrap();
+        let line = refused
+            .log
+            .lines()
+            .find(|l| l.contains("mesh.circuit_breaker: invalid configuration"))
+            .unwrap_or_else(|| panic!("{config}: {}", refused.log));
+        assert!(line.contains(&format!("field `{field}`")), "{line}");
+    }
+}
