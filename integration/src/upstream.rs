@@ -32,6 +32,7 @@
 //! | `x-demo-grpc-status`   | `grpc_status`   | gRPC status to answer; non-zero sends no message |
 //! | `x-demo-grpc-message`  | `grpc_message`  | `grpc-message` for a non-zero gRPC status |
 //! | `x-demo-trailers-only` | `trailers_only` | `1`: send the gRPC status as a trailers-only response |
+//! | `x-demo-rejected-by`   | `rejected_by`   | HTTP: add `x-mesh-rejected-by: <value>` to the response, as a misbehaving upstream could |
 //!
 //! A non-zero `x-demo-grpc-status` is sent in trailers after the response headers unless
 //! `x-demo-trailers-only: 1`. Failures injected by `fail_attempts`/`fail_rate` on gRPC
@@ -441,7 +442,14 @@ async fn serve_http(
         add_service_header(shared, response.headers_mut());
         return response;
     }
-    json_response(shared, status, &echo)
+    let mut response = json_response(shared, status, &echo);
+    if let Some(value) = plan
+        .rejected_by
+        .and_then(|v| HeaderValue::from_str(&v).ok())
+    {
+        response.headers_mut().insert("x-mesh-rejected-by", value);
+    }
+    response
 }
 
 struct HttpPlan {
@@ -449,6 +457,7 @@ struct HttpPlan {
     status: StatusCode,
     fail_attempts: Option<u32>,
     fail_rate: Option<f64>,
+    rejected_by: Option<String>,
 }
 
 impl HttpPlan {
@@ -466,6 +475,7 @@ impl HttpPlan {
             status,
             fail_attempts: controls.number("x-demo-fail-attempts", "fail_attempts")?,
             fail_rate: controls.rate("x-demo-fail-rate", "fail_rate")?,
+            rejected_by: controls.get("x-demo-rejected-by", "rejected_by"),
         })
     }
 }

@@ -58,6 +58,23 @@ fn rejected(r: &client::Response) -> bool {
     r.header("x-mesh-rejected-by") == Some(FILTER)
 }
 
+/// Each worker accepted connections: the breaker's counts were shared between them.
+fn assert_both_workers_served(envoy: &Envoy) {
+    let (_, stats) = envoy
+        .admin_get("/stats?filter=downstream_cx_total")
+        .unwrap();
+    for worker in ["worker_0", "worker_1"] {
+        let n: u64 = stats
+            .lines()
+            .filter(|l| {
+                l.starts_with("listener.") && l.contains(&format!(".{worker}.downstream_cx_total"))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert!(n > 0, "{worker} took no connection:\n{stats}");
+    }
+}
+
 fn state(envoy: &Envoy, route: &str) -> f64 {
     envoy
         .metric("mesh_circuit_breaker_state", &[("route", route)])
@@ -88,6 +105,7 @@ async fn five_consecutive_503s_open_the_breaker_and_the_sixth_call_never_reaches
     assert!((29..=30).contains(&retry_after), "{retry_after}");
     assert_eq!(r.json()["error"], "circuit_open");
     assert_eq!(svc.count(), 5, "the upstream saw exactly the five failures");
+    assert_both_workers_served(&envoy);
     assert_eq!(state(&envoy, "auth"), 1.0);
     assert_eq!(
         envoy
@@ -378,6 +396,38 @@ async fn replies_made_by_our_own_filters_are_not_counted_as_upstream_failures() 
         0.0
     );
     assert_eq!(svc.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_cannot_hide_its_failures_behind_our_rejection_header() {
+    let svc = demo("auth").await;
+    let envoy = start(json!({}), vec![route("auth", "/", "svc")], svc.addr());
+    let addr = envoy.listener("main");
+    for _ in 0..5 {
+        let r = client::get(
+            addr,
+            "/auth/x?status=503",
+            &[("x-demo-rejected-by", FILTER)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            r.header("x-mesh-rejected-by"),
+            Some(FILTER),
+            "the upstream sent it"
+        );
+    }
+    assert_eq!(
+        envoy
+            .metric("mesh_circuit_breaker_failures", &[("route", "auth")])
+            .unwrap(),
+        5.0
+    );
+    let r = status_of(addr, "/auth/x").await;
+    assert!(
+        rejected(&r) && r.header("retry-after").is_some(),
+        "five upstream 503s opened it: {r:?}"
+    );
 }
 
 #[test]

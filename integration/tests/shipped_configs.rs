@@ -29,6 +29,7 @@ fn shipped() -> Vec<std::path::PathBuf> {
 #[test]
 fn every_shipped_envoy_config_validates_with_the_real_envoy() {
     wasm("mesh_deadline").unwrap();
+    wasm("mesh_circuit_breaker").unwrap();
     for file in shipped() {
         let out = Command::new(envoy_binary())
             .args(["--mode", "validate", "--disable-hot-restart", "-c"])
