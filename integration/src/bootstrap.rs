@@ -54,7 +54,11 @@ pub fn listener(name: &str, routes: Vec<Value>, http_filters: Vec<Value>) -> Val
                 "use_remote_address": true,
                 "skip_xff_append": true,
                 "internal_address_config": {"cidr_ranges": [{"address_prefix": "127.0.0.0", "prefix_len": 8}]},
-                "route_config": {"name": name, "virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}]},
+                "route_config": {"name": name, "virtual_hosts": [{
+                    "name": name, "domains": ["*"], "routes": routes,
+                    // The upstream sees x-envoy-attempt-count (the demo service fails by attempt).
+                    "include_request_attempt_count": true
+                }]},
                 "http_filters": filters
             }
         }]}]
@@ -101,12 +105,16 @@ pub fn with_metadata(mut route: Value, key: &str, value: Value) -> Value {
 }
 
 /// A static cluster of one endpoint speaking h2c (gRPC and HTTP alike; the demo upstream serves
-/// both) or HTTP/1.1.
+/// both) or HTTP/1.1. Envoy's own circuit-breaker thresholds are raised (its default allows 3
+/// concurrent retries per cluster), so what tests measure is what our filters decide.
 pub fn cluster(name: &str, addr: SocketAddr, h2: bool) -> Value {
     let mut c = json!({
         "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
+        "circuit_breakers": {"thresholds": [{
+            "max_connections": 100000, "max_pending_requests": 100000, "max_requests": 100000, "max_retries": 100000
+        }]},
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
             "socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}
         }}}]}]}

@@ -9,14 +9,14 @@
 
 use crate::breaker::{Admission, Outcome, Phase, Snapshot, Transition, Trigger};
 use crate::config::{Config, Scope};
-use mesh_kit::host::{le_u64, Host};
+use mesh_kit::host::{le_u64, now_us, Host};
 use mesh_kit::metrics::{Stat, Stats};
 use mesh_kit::reply::{GrpcCode, Reply};
 use mesh_kit::shared::update;
 use mesh_kit::stage::{Cx, Flow, Stage};
 use mesh_kit::values::format_duration;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 pub const STATE: usize = 0;
 pub const RQ_REJECTED: usize = 1;
@@ -65,7 +65,7 @@ impl Stage for CircuitBreaker {
     fn on_request_headers(&self, cx: &mut Cx<'_, Self>) -> Flow {
         let label = match cx.config.scope {
             Scope::Route => ("route", cx.ex.route().to_string()),
-            Scope::Cluster => ("cluster", cluster_name(cx)),
+            Scope::Cluster => ("cluster", cx.ex.cluster()),
         };
         let key = format!("{}:{}:{}", Self::NAME, label.0, label.1);
         let settings = cx.config.settings();
@@ -209,15 +209,6 @@ fn stats(cx: &Cx<'_, CircuitBreaker>, label: &(&'static str, String)) -> Rc<Stat
     cx.stats_for(label.0, &label.1)
 }
 
-/// The upstream cluster of the route, when Envoy exposes it before the router runs; the route
-/// name otherwise (a breaker per route is the safe fallback).
-fn cluster_name(cx: &mut Cx<'_, CircuitBreaker>) -> String {
-    match cx.ex.property(&["xds", "cluster_name"]) {
-        Some(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
-        _ => cx.ex.route().to_string(),
-    }
-}
-
 /// Logs a transition once (the worker whose write made it) and updates the metrics.
 fn announce(host: &dyn Host, stats: &Stats, label: &(&'static str, String), t: Transition) {
     let (scope, name) = (label.0, &label.1);
@@ -254,11 +245,4 @@ fn announce(host: &dyn Host, stats: &Stats, label: &(&'static str, String), t: T
             log::info!("{name_s}: {scope} {name:?} closed: probes succeeded");
         }
     }
-}
-
-fn now_us(host: &dyn Host) -> u64 {
-    host.now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }

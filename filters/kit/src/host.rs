@@ -31,6 +31,8 @@ pub trait Host {
     fn set_request_header(&self, name: &str, value: Option<&str>);
     fn response_header(&self, name: &str) -> Option<String>;
     fn set_response_header(&self, name: &str, value: Option<&str>);
+    fn response_trailer(&self, name: &str) -> Option<String>;
+    fn set_response_trailer(&self, name: &str, value: Option<&str>);
     fn send_reply(&self, reply: &Rendered);
 
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32>;
@@ -72,6 +74,16 @@ impl Host for Proxy {
 
     fn set_response_header(&self, name: &str, value: Option<&str>) {
         let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
+    }
+
+    fn response_trailer(&self, name: &str) -> Option<String> {
+        hostcalls::get_map_value(MapType::HttpResponseTrailers, name)
+            .ok()
+            .flatten()
+    }
+
+    fn set_response_trailer(&self, name: &str, value: Option<&str>) {
+        let _ = hostcalls::set_map_value(MapType::HttpResponseTrailers, name, value);
     }
 
     fn send_reply(&self, reply: &Rendered) {
@@ -151,6 +163,14 @@ fn grpc_code(status: u32) -> proxy_wasm::types::GrpcStatusCode {
         16 => G::Unauthenticated,
         _ => G::Unknown,
     }
+}
+
+/// The host's clock in microseconds since the Unix epoch (1 µs resolution in Envoy).
+pub fn now_us(host: &dyn Host) -> u64 {
+    host.now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Reads an integer property as Envoy serializes it: 8 bytes, little-endian.

@@ -87,6 +87,10 @@ impl Host for MemoryStore {
         None
     }
     fn set_response_header(&self, _: &str, _: Option<&str>) {}
+    fn response_trailer(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn set_response_trailer(&self, _: &str, _: Option<&str>) {}
     fn send_reply(&self, _: &crate::reply::Rendered) {}
     fn define_metric(&self, _: crate::host::MetricKind, _: &str) -> Option<u32> {
         None

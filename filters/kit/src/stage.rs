@@ -37,7 +37,8 @@ pub enum Flow {
 /// already logged the error (once per route) and counted the stage's `config_error` stat.
 #[derive(Debug, PartialEq)]
 pub enum OnInvalid {
-    /// Fail open: run with the plugin configuration.
+    /// Run with the plugin configuration; [`Cx::route_config_invalid`] tells the stage, for
+    /// policies such as "no retries" that still need the stage to act.
     UsePluginConfig,
     /// Fail open: do nothing on this request.
     Skip,
@@ -69,6 +70,8 @@ pub trait Stage: Sized + 'static {
 
     fn on_response_headers(&self, _cx: &mut Cx<'_, Self>) {}
 
+    fn on_response_trailers(&self, _cx: &mut Cx<'_, Self>) {}
+
     fn on_log(&self, _cx: &mut Cx<'_, Self>) {}
 }
 
@@ -79,6 +82,8 @@ pub struct Cx<'a, S: Stage> {
     pub state: &'a mut S::Request,
     pub ex: &'a mut Exchange,
     pub stats: &'a Stats,
+    /// The route's metadata for this stage is invalid; `config` is the plugin configuration.
+    pub route_config_invalid: bool,
     all_stats: &'a RefCell<StatsCache>,
 }
 
@@ -146,6 +151,16 @@ impl Exchange {
         self.grpc
     }
 
+    /// The upstream cluster of the route (`xds.cluster_name`, which Envoy resolves before the
+    /// router runs); the route name when Envoy does not say, so a per-cluster scope degrades to
+    /// per-route rather than to one shared key.
+    pub fn cluster(&mut self) -> String {
+        match self.host.property(&["xds", "cluster_name"]) {
+            Some(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
+            _ => self.route().to_string(),
+        }
+    }
+
     /// The first value of a request header (names are lowercase in Envoy).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -187,6 +202,14 @@ impl Exchange {
 
     pub fn set_response_header(&self, name: &str, value: &str) {
         self.host.set_response_header(name, Some(value));
+    }
+
+    pub fn response_trailer(&self, name: &str) -> Option<String> {
+        self.host.response_trailer(name)
+    }
+
+    pub fn set_response_trailer(&self, name: &str, value: &str) {
+        self.host.set_response_trailer(name, Some(value));
     }
 
     pub fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
@@ -253,11 +276,14 @@ pub trait AnySlot {
 pub trait Run {
     fn on_request_headers(&mut self, ex: &mut Exchange) -> Flow;
     fn on_response_headers(&mut self, ex: &mut Exchange);
+    fn on_response_trailers(&mut self, ex: &mut Exchange);
     fn on_log(&mut self, ex: &mut Exchange);
 }
 
 enum Mode {
     Normal,
+    /// Invalid route metadata, running with the plugin configuration.
+    Fallback,
     Reject(Reply),
 }
 
@@ -294,7 +320,7 @@ impl<S: Stage> AnySlot for Slot<S> {
                 }
                 stats.inc(&*host, S::CONFIG_ERROR);
                 match self.stage.on_invalid_route_config() {
-                    OnInvalid::UsePluginConfig => (fallback, Mode::Normal),
+                    OnInvalid::UsePluginConfig => (fallback, Mode::Fallback),
                     OnInvalid::Skip => return None,
                     OnInvalid::Reject(reply) => (fallback, Mode::Reject(reply)),
                 }
@@ -317,6 +343,7 @@ impl<S: Stage> RunOf<S> {
             state: &mut self.state,
             ex,
             stats: &self.stats,
+            route_config_invalid: matches!(self.mode, Mode::Fallback),
             all_stats: &self.slot.stats,
         };
         (&self.slot.stage, cx)
@@ -335,6 +362,11 @@ impl<S: Stage> Run for RunOf<S> {
     fn on_response_headers(&mut self, ex: &mut Exchange) {
         let (stage, mut cx) = self.cx(ex);
         stage.on_response_headers(&mut cx);
+    }
+
+    fn on_response_trailers(&mut self, ex: &mut Exchange) {
+        let (stage, mut cx) = self.cx(ex);
+        stage.on_response_trailers(&mut cx);
     }
 
     fn on_log(&mut self, ex: &mut Exchange) {
@@ -444,6 +476,12 @@ impl Request {
         }
     }
 
+    pub fn response_trailers(&mut self) {
+        for run in &mut self.runs {
+            run.on_response_trailers(&mut self.ex);
+        }
+    }
+
     pub fn log(&mut self) {
         for run in &mut self.runs {
             run.on_log(&mut self.ex);
@@ -464,6 +502,11 @@ impl HttpContext for Request {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.response_headers();
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.response_trailers();
         Action::Continue
     }
 

@@ -1,0 +1,194 @@
+//! The retry-budget stage: the adapter-facing table of contents of the filter.
+//!
+//! Request headers: strip client copies of the router's retry headers, reserve retries from the
+//! shared budget ([`Budget::admit`], compare-and-swap) and tell the router: `x-envoy-retry-on`,
+//! `x-envoy-retry-grpc-on`, `x-envoy-max-retries` (0 when the budget is empty) and, when
+//! configured, the per-try timeout. Response headers / trailers: a failed gRPC call whose
+//! retries the budget cut short carries `grpc-retry-pushback-ms: -1` (gRPC A6), so clients stop
+//! retrying on their own. End of stream: withdraw the retries the router made
+//! (`upstream.request_attempt_count` − 1) and give the rest of the reservation back.
+
+use crate::budget::{Budget, Reservation};
+use crate::config::{Config, Scope};
+use mesh_kit::host::{le_u64, now_us, Host};
+use mesh_kit::metrics::Stat;
+use mesh_kit::shared::update;
+use mesh_kit::stage::{Cx, Flow, Stage};
+
+pub const RETRY_ON: &str = "x-envoy-retry-on";
+pub const RETRY_GRPC_ON: &str = "x-envoy-retry-grpc-on";
+pub const MAX_RETRIES: &str = "x-envoy-max-retries";
+pub const PER_TRY_TIMEOUT: &str = "x-envoy-upstream-rq-per-try-timeout-ms";
+pub const PUSHBACK: &str = "grpc-retry-pushback-ms";
+
+pub const RQ_TOTAL: usize = 0;
+pub const RETRIES: usize = 1;
+pub const BUDGET_EXHAUSTED: usize = 2;
+pub const AVAILABLE: usize = 3;
+pub const CONFIG_ERROR: usize = 4;
+pub const STATE_ERROR: usize = 5;
+
+const CAS_TRIES: u32 = 32;
+
+pub struct RetryBudget;
+
+#[derive(Default)]
+pub struct State {
+    key: String,
+    label: (&'static str, String),
+    reservation: Option<Reservation>,
+}
+
+impl Stage for RetryBudget {
+    const NAME: &'static str = "mesh.retry_budget";
+    const STATS: &'static [Stat] = &[
+        Stat::counter("rq_total"),
+        Stat::counter("retries"),
+        Stat::counter("budget_exhausted"),
+        Stat::gauge("retries_available"),
+        Stat::counter("config_error"),
+        Stat::counter("state_error"),
+    ];
+    const CONFIG_ERROR: usize = CONFIG_ERROR;
+
+    type Config = Config;
+    type Request = State;
+
+    fn new(_config: &Config, _host: &dyn Host) -> Self {
+        RetryBudget
+    }
+
+    fn on_request_headers(&self, cx: &mut Cx<'_, Self>) -> Flow {
+        cx.ex.remove_header(RETRY_ON);
+        cx.ex.remove_header(RETRY_GRPC_ON);
+        cx.ex.remove_header(MAX_RETRIES);
+        if cx.route_config_invalid {
+            // Failure policy: fail open to "no retries".
+            cx.ex.set_header(MAX_RETRIES, "0");
+            return Flow::Continue;
+        }
+        let label = match cx.config.scope {
+            Scope::Route => ("route", cx.ex.route().to_string()),
+            Scope::Cluster => ("cluster", cx.ex.cluster()),
+        };
+        let stats = cx.stats_for(label.0, &label.1);
+        stats.inc(cx.host(), RQ_TOTAL);
+        let key = format!("{}:{}:{}", Self::NAME, label.0, label.1);
+        let settings = cx.config.settings();
+        let now = now_us(cx.host());
+        let reserved = update(cx.host(), &key, CAS_TRIES, |bytes| {
+            let mut budget = bytes.and_then(Budget::decode).unwrap_or_default();
+            let r = budget.admit(&settings, now);
+            (Some(budget.encode()), r)
+        });
+        let reservation = match reserved {
+            Ok(r) => r,
+            Err(e) => {
+                stats.inc(cx.host(), STATE_ERROR);
+                log::warn!(
+                    "{}: {} {:?}: budget update failed ({e:?}); no retries",
+                    Self::NAME,
+                    label.0,
+                    label.1
+                );
+                cx.ex.set_header(MAX_RETRIES, "0");
+                return Flow::Continue;
+            }
+        };
+        if reservation.retries == 0 && cx.config.max_retries > 0 {
+            stats.inc(cx.host(), BUDGET_EXHAUSTED);
+        }
+        stats.set(cx.host(), AVAILABLE, u64::from(reservation.available_after));
+
+        let retry_on = cx.config.retry_on_header();
+        if !retry_on.is_empty() {
+            cx.ex.set_header(RETRY_ON, &retry_on);
+        }
+        let retry_grpc_on = cx.config.retry_grpc_on_header();
+        if !retry_grpc_on.is_empty() {
+            cx.ex.set_header(RETRY_GRPC_ON, &retry_grpc_on);
+        }
+        cx.ex
+            .set_header(MAX_RETRIES, &reservation.retries.to_string());
+        if let Some(per_try) = cx.config.per_try_timeout {
+            // Never above a per-try timeout set before us (mesh.deadline caps it by the budget).
+            let own = u64::try_from(per_try.get().as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let earlier = cx
+                .ex
+                .header(PER_TRY_TIMEOUT)
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|v| *v > 0);
+            cx.ex.set_header(
+                PER_TRY_TIMEOUT,
+                &earlier.map_or(own, |e| e.min(own)).to_string(),
+            );
+        }
+        *cx.state = State {
+            key,
+            label,
+            reservation: Some(reservation),
+        };
+        Flow::Continue
+    }
+
+    fn on_response_headers(&self, cx: &mut Cx<'_, Self>) {
+        if pushback_applies(cx) && failed(cx.ex.response_header("grpc-status").as_deref()) {
+            cx.ex.set_response_header(PUSHBACK, "-1");
+        }
+    }
+
+    fn on_response_trailers(&self, cx: &mut Cx<'_, Self>) {
+        if pushback_applies(cx) && failed(cx.ex.response_trailer("grpc-status").as_deref()) {
+            cx.ex.set_response_trailer(PUSHBACK, "-1");
+        }
+    }
+
+    fn on_log(&self, cx: &mut Cx<'_, Self>) {
+        let Some(reservation) = cx.state.reservation.take() else {
+            return;
+        };
+        let attempts = cx
+            .ex
+            .property(&["upstream", "request_attempt_count"])
+            .as_deref()
+            .and_then(le_u64)
+            .unwrap_or(0);
+        let made = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
+        let label = std::mem::take(&mut cx.state.label);
+        let stats = cx.stats_for(label.0, &label.1);
+        if made > 0 {
+            stats.add(cx.host(), RETRIES, i64::from(made));
+        }
+        let settings = cx.config.settings();
+        let now = now_us(cx.host());
+        let settled = update(cx.host(), &cx.state.key, CAS_TRIES, |bytes| {
+            let mut budget = bytes.and_then(Budget::decode).unwrap_or_default();
+            budget.settle(&settings, &reservation, made, now);
+            let available = budget.available(&settings, now);
+            (Some(budget.encode()), available)
+        });
+        match settled {
+            Ok(available) => stats.set(cx.host(), AVAILABLE, u64::from(available)),
+            Err(e) => {
+                stats.inc(cx.host(), STATE_ERROR);
+                log::warn!(
+                    "{}: {} {:?}: retries not withdrawn ({e:?})",
+                    Self::NAME,
+                    label.0,
+                    label.1
+                );
+            }
+        }
+    }
+}
+
+/// A gRPC request whose retries the budget cut below `max_retries`.
+fn pushback_applies(cx: &Cx<'_, RetryBudget>) -> bool {
+    cx.ex.is_grpc() && cx.state.reservation.is_some_and(|r| r.limited)
+}
+
+fn failed(grpc_status: Option<&str>) -> bool {
+    grpc_status.is_some_and(|s| s.trim() != "0")
+}

@@ -1,0 +1,322 @@
+//! The retry budget end to end: a real Envoy with two workers loading `mesh_retry_budget.wasm`,
+//! its router doing the retries, real upstreams that fail on purpose, a real gRPC client.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use bytes::Bytes;
+use mesh_integration::bootstrap::{
+    bootstrap, cluster, listener, route, wasm_filter, with_metadata,
+};
+use mesh_integration::client;
+use mesh_integration::envoy::{wasm, Envoy, Options};
+use mesh_integration::grpc;
+use mesh_integration::upstream::{self, Upstream};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const FILTER: &str = "mesh.retry_budget";
+
+async fn demo(name: &str) -> Upstream {
+    upstream::spawn(name, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+fn budget_filter(config: Value) -> Value {
+    wasm_filter(FILTER, &wasm("mesh_retry_budget").unwrap(), &config)
+}
+
+fn start(http_filters: Vec<Value>, routes: Vec<Value>, svc: SocketAddr) -> Envoy {
+    let b = bootstrap(
+        vec![listener("main", routes, http_filters)],
+        vec![cluster("svc", svc, true)],
+    );
+    Envoy::start_with(
+        &b,
+        &Options {
+            concurrency: 2,
+            ..Options::default()
+        },
+    )
+    .unwrap()
+}
+
+fn metric(envoy: &Envoy, name: &str, route: &str) -> f64 {
+    envoy.metric(name, &[("route", route)]).unwrap()
+}
+
+/// `rate` requests per second for `duration`, each on a new connection; returns the statuses.
+async fn steady_load(
+    addr: SocketAddr,
+    path: &'static str,
+    rate: u32,
+    duration: Duration,
+) -> Vec<u16> {
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+    let end = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    while Instant::now() < end {
+        tick.tick().await;
+        tasks.push(tokio::spawn(client::get(addr, path, &[])));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap().unwrap().status);
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transient_failure_on_every_first_attempt_still_gives_full_success() {
+    let svc = demo("auth").await;
+    let envoy = start(
+        vec![budget_filter(json!({}))],
+        vec![route("auth", "/", "svc")],
+        svc.addr(),
+    );
+    let addr = envoy.listener("main");
+    for i in 0..50 {
+        let r = client::get(addr, "/auth/x?fail_attempts=1", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(r.json()["attempt"], 2);
+    }
+    assert_eq!(svc.count(), 100, "one failed and one good attempt each");
+    assert_eq!(metric(&envoy, "mesh_retry_budget_retries", "auth"), 50.0);
+    assert_eq!(
+        metric(&envoy, "mesh_retry_budget_budget_exhausted", "auth"),
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sustained_failure_is_bounded_by_the_budget_and_unbounded_without_it() {
+    let (rate, secs) = (200u32, 5u64);
+    // With the filter: ratio 0.2, floor 1/s, ttl = the test's duration.
+    let svc = demo("events").await;
+    let config = json!({"retry_ratio": 0.2, "min_retries_per_second": 1, "ttl": format!("{secs}s"), "max_retries": 3});
+    let envoy = start(
+        vec![budget_filter(config)],
+        vec![route("events", "/", "svc")],
+        svc.addr(),
+    );
+    let statuses = steady_load(
+        envoy.listener("main"),
+        "/events/x?status=503",
+        rate,
+        Duration::from_secs(secs),
+    )
+    .await;
+    let requests = statuses.len() as f64;
+    let attempts = svc.count() as f64;
+    let bound = requests * 1.2 + secs as f64;
+    eprintln!("with the budget: {requests} requests, {attempts} upstream attempts (bound {bound:.0}), amplification {:.2}", attempts / requests);
+    assert!(
+        attempts <= bound * 1.05,
+        "{attempts} attempts > bound {bound} + 5%"
+    );
+    assert!(
+        attempts >= requests * 1.15,
+        "retries were made up to the budget: {attempts}"
+    );
+    assert!(metric(&envoy, "mesh_retry_budget_budget_exhausted", "events") > requests * 0.5);
+    drop(envoy);
+
+    // Without the filter, a route retry policy of 3: about 4×.
+    let plain = demo("events").await;
+    let mut r = route("events", "/", "svc");
+    r["route"]["retry_policy"] = json!({"retry_on": "5xx", "num_retries": 3});
+    let envoy = start(vec![], vec![r], plain.addr());
+    let statuses = steady_load(
+        envoy.listener("main"),
+        "/events/x?status=503",
+        rate,
+        Duration::from_secs(secs),
+    )
+    .await;
+    let amplification = plain.count() as f64 / statuses.len() as f64;
+    eprintln!(
+        "without: {} requests, {} upstream attempts, amplification {amplification:.2}",
+        statuses.len(),
+        plain.count()
+    );
+    assert!(amplification > 3.8, "{amplification}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exhausted_budget_refills_within_ttl() {
+    let svc = demo("learner").await;
+    let config =
+        json!({"retry_ratio": 0.0, "min_retries_per_second": 1, "ttl": "2s", "max_retries": 1});
+    let envoy = start(
+        vec![budget_filter(config)],
+        vec![route("learner", "/", "svc")],
+        svc.addr(),
+    );
+    let addr = envoy.listener("main");
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            client::get(addr, "/learner/x?fail_attempts=1", &[])
+                .await
+                .unwrap()
+                .status,
+        );
+    }
+    assert_eq!(
+        statuses,
+        vec![200, 200, 503, 503],
+        "the floor is 1/s × 2 s = 2 retries"
+    );
+    assert_eq!(
+        metric(&envoy, "mesh_retry_budget_budget_exhausted", "learner"),
+        2.0
+    );
+    assert_eq!(
+        metric(&envoy, "mesh_retry_budget_retries_available", "learner"),
+        0.0
+    );
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    assert_eq!(
+        client::get(addr, "/learner/x?fail_attempts=1", &[])
+            .await
+            .unwrap()
+            .status,
+        200,
+        "refilled after ttl"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_unavailable_is_retried_while_the_budget_lasts_then_pushback_tells_clients_to_stop() {
+    let svc = demo("auth").await;
+    let config =
+        json!({"retry_ratio": 0.0, "min_retries_per_second": 1, "ttl": "20s", "max_retries": 1});
+    let envoy = start(
+        vec![budget_filter(config)],
+        vec![route("auth-grpc", "/", "svc")],
+        svc.addr(),
+    );
+    let addr = envoy.listener("main");
+    let transient = [("x-demo-fail-attempts", "1")];
+    for _ in 0..20 {
+        // floor: 1/s × 20 s = 20 retries
+        grpc::unary(
+            addr,
+            "/mesh.demo.Auth/Check",
+            &transient,
+            Bytes::from_static(b"m"),
+        )
+        .await
+        .unwrap();
+    }
+    // Budget empty: the trailers-only UNAVAILABLE comes back with pushback -1.
+    let status = grpc::unary(addr, "/mesh.demo.Auth/Check", &transient, Bytes::new())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(
+        status.metadata().get("grpc-retry-pushback-ms").unwrap(),
+        "-1"
+    );
+    // A failure in trailers (after response headers) gets it in the trailers.
+    let in_trailers = [("x-demo-grpc-status", "14"), ("x-demo-trailers-only", "0")];
+    let status = grpc::unary(addr, "/mesh.demo.Auth/Check", &in_trailers, Bytes::new())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(
+        status.metadata().get("grpc-retry-pushback-ms").unwrap(),
+        "-1"
+    );
+    // A success is left alone.
+    let ok = grpc::unary(addr, "/mesh.demo.Auth/Check", &[], Bytes::new())
+        .await
+        .unwrap();
+    assert!(ok.metadata.get("grpc-retry-pushback-ms").is_none());
+    assert_eq!(
+        metric(&envoy, "mesh_retry_budget_retries", "auth-grpc"),
+        20.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_sent_retry_headers_cannot_buy_retries() {
+    let svc = demo("auth").await;
+    let config = json!({"retry_ratio": 0.0, "min_retries_per_second": 0, "max_retries": 3});
+    let envoy = start(
+        vec![budget_filter(config)],
+        vec![route("auth", "/", "svc")],
+        svc.addr(),
+    );
+    let addr = envoy.listener("main");
+    let forged = [
+        ("x-envoy-max-retries", "50"),
+        ("x-envoy-retry-on", "5xx,gateway-error"),
+        ("x-envoy-retry-grpc-on", "unavailable"),
+    ];
+    let r = client::get(addr, "/auth/x?status=503", &forged)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        svc.count(),
+        1,
+        "an empty budget means one attempt, whatever the client asks"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_route_metadata_fails_open_to_no_retries_and_is_counted() {
+    let svc = demo("auth").await;
+    let routes = vec![with_metadata(
+        route("broken", "/", "svc"),
+        FILTER,
+        json!({"max_retries": "three"}),
+    )];
+    let envoy = start(vec![budget_filter(json!({}))], routes, svc.addr());
+    let addr = envoy.listener("main");
+    let r = client::get(addr, "/x?fail_attempts=1", &[]).await.unwrap();
+    assert_eq!(
+        r.status, 503,
+        "no retries on a route whose budget config is broken"
+    );
+    assert_eq!(svc.count(), 1);
+    assert_eq!(
+        metric(&envoy, "mesh_retry_budget_config_error", "broken"),
+        1.0
+    );
+}
+
+#[test]
+fn invalid_budget_configs_are_refused_and_the_log_names_the_field() {
+    let svc: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    for (config, field) in [
+        (json!({"retry_on": "5xx,sometimes"}), "retry_on"),
+        (json!({"retry_ratio": 1.5}), "retry_ratio"),
+        (json!({"ttl": "10"}), "ttl"),
+    ] {
+        let b = bootstrap(
+            vec![listener(
+                "main",
+                vec![route("r", "/", "svc")],
+                vec![budget_filter(config.clone())],
+            )],
+            vec![cluster("svc", svc, true)],
+        );
+        let refused = Envoy::refuse(&b).unwrap();
+        let line = refused
+            .log
+            .lines()
+            .find(|l| l.contains("mesh.retry_budget: invalid configuration"))
+            .unwrap_or_else(|| panic!("{config}: {}", refused.log));
+        assert!(line.contains(&format!("field `{field}`")), "{line}");
+    }
+}
