@@ -49,7 +49,7 @@ fi
 
 cat <<TXT
 
-  mesh-filters demo is up ($("$envoy_bin" --version 2>/dev/null | grep -o '1\.40\.[0-9]*' | head -n1) with mesh_circuit_breaker.wasm and mesh_deadline.wasm)
+  mesh-filters demo is up ($("$envoy_bin" --version 2>/dev/null | grep -o '1\.40\.[0-9]*' | head -n1) with the circuit-breaker, deadline and retry-budget filters)
 
   listener  http://127.0.0.1:10000   (HTTP/1.1 and h2c; gRPC on the same port)
   admin     http://127.0.0.1:9901    (/stats/prometheus)
@@ -64,10 +64,12 @@ cat <<TXT
                                                                          # the caller's 300 ms budget, propagated
     curl -si localhost:10000/auth/x -H 'x-envoy-expected-rq-timeout-ms: 0' | grep -iE '^HTTP|x-mesh-rejected-by'
                                                                          # 504 at once, x-mesh-rejected-by: mesh.deadline
+    curl -s 'localhost:10000/auth/x?fail_attempts=1' | grep -o '"attempt":[0-9]*'
+                                                                         # "attempt":2: retried within the budget
     for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%{http_code} ' 'localhost:10000/learner/x?status=503'; done; echo
     curl -si localhost:10000/learner/x | grep -iE '^HTTP|retry-after|x-mesh-rejected-by'
                                                                          # 503 from the open breaker, retry-after: 60
-    curl -s localhost:9901/stats/prometheus | grep -E '^mesh_(deadline|circuit_breaker)'
+    curl -s localhost:9901/stats/prometheus | grep '^mesh_'
 
   Services obey ?sleep_ms=N, ?status=N, ?fail_attempts=N (or x-demo-* headers). Ctrl-C stops everything.
 

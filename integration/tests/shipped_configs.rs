@@ -30,6 +30,7 @@ fn shipped() -> Vec<std::path::PathBuf> {
 fn every_shipped_envoy_config_validates_with_the_real_envoy() {
     wasm("mesh_deadline").unwrap();
     wasm("mesh_circuit_breaker").unwrap();
+    wasm("mesh_retry_budget").unwrap();
     for file in shipped() {
         let out = Command::new(envoy_binary())
             .args(["--mode", "validate", "--disable-hot-restart", "-c"])
