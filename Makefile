@@ -13,7 +13,7 @@ WASM_DIR := target/wasm32-wasip1/release
 # `docker compose` (plugin) where present, else Debian's `docker-compose`.
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
-.PHONY: build toolchain envoy run test test-unit test-wasm test-integration up down fmt lint clean
+.PHONY: build toolchain envoy run test test-unit test-wasm test-integration bench up down fmt lint clean
 
 toolchain:
 	@rustup target add wasm32-wasip1 wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-wasip1 wasm32-unknown-unknown
@@ -39,6 +39,9 @@ test-wasm: toolchain
 
 test-integration: build envoy
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo test -p mesh-integration --tests -- --test-threads 4
+
+bench: build envoy
+	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo run --release -p mesh-integration --bin retry-amplification
 
 up: build
 	$(COMPOSE) up --build

@@ -129,3 +129,64 @@ pub fn cluster(name: &str, addr: SocketAddr, h2: bool) -> Value {
     }
     c
 }
+
+/// Certificate files for a TLS listener or a TLS upstream cluster.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// CA that peer certificates must chain to.
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+fn common_tls_context(tls: &TlsFiles) -> Value {
+    json!({
+        "tls_certificates": [{
+            "certificate_chain": {"filename": tls.cert.display().to_string()},
+            "private_key": {"filename": tls.key.display().to_string()}
+        }],
+        "validation_context": {"trusted_ca": {"filename": tls.ca.display().to_string()}}
+    })
+}
+
+/// Turns a [`listener`] into an mTLS one: the client certificate is verified against `tls.ca`
+/// when presented (required when `require_client_certificate`), and the connection manager
+/// builds `x-forwarded-client-cert` with `forward` (`SANITIZE_SET` for a filter that reads the
+/// peer's URI SANs, `FORWARD_ONLY` behind a trusted front Envoy) and every URI SAN.
+pub fn with_mtls(
+    mut listener: Value,
+    tls: &TlsFiles,
+    require_client_certificate: bool,
+    forward: &str,
+) -> Value {
+    let mut ctx = common_tls_context(tls);
+    ctx["alpn_protocols"] = json!(["h2", "http/1.1"]);
+    let chain = &mut listener["filter_chains"][0];
+    chain["transport_socket"] = json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "require_client_certificate": require_client_certificate,
+            "common_tls_context": ctx
+        }
+    });
+    let hcm = &mut chain["filters"][0]["typed_config"];
+    hcm["forward_client_cert_details"] = json!(forward);
+    hcm["set_current_client_cert_details"] = json!({"uri": true});
+    listener
+}
+
+/// Turns a [`cluster`] into one that speaks mTLS upstream with this client certificate.
+pub fn with_upstream_tls(mut cluster: Value, tls: &TlsFiles, sni: &str) -> Value {
+    let mut ctx = common_tls_context(tls);
+    ctx["alpn_protocols"] = json!(["h2"]);
+    cluster["transport_socket"] = json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": sni,
+            "common_tls_context": ctx
+        }
+    });
+    cluster
+}

@@ -7,11 +7,19 @@
 //! * [`client`]: a small HTTP/1.1 and h2c client that reports status, headers, body,
 //!   trailers and elapsed time.
 //! * [`grpc`]: a real gRPC client (tonic) for raw-bytes unary calls.
+//! * [`tls`]: the same HTTP/1.1, HTTP/2 and gRPC clients over TLS, optionally presenting
+//!   a client certificate (mTLS).
+//! * [`certs`]: a throw-away CA issuing server certificates and SPIFFE X509-SVIDs, URI
+//!   SANs written verbatim (also invalid SPIFFE IDs), and PEM files for Envoy.
 //! * [`envoy`]: a real Envoy process started on free ports, killed by PID on drop.
 //! * [`bootstrap`]: Envoy bootstraps for tests (listeners, routes, our wasm filters, clusters).
+//! * [`load`]: open-loop load at a fixed request rate, one connection per request.
 
 pub mod bootstrap;
+pub mod certs;
 pub mod client;
 pub mod envoy;
 pub mod grpc;
+pub mod load;
+pub mod tls;
 pub mod upstream;

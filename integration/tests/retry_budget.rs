@@ -15,10 +15,11 @@ use mesh_integration::bootstrap::{
 use mesh_integration::client;
 use mesh_integration::envoy::{wasm, Envoy, Options};
 use mesh_integration::grpc;
+use mesh_integration::load::steady_load;
 use mesh_integration::upstream::{self, Upstream};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const FILTER: &str = "mesh.retry_budget";
 
@@ -49,27 +50,6 @@ fn start(http_filters: Vec<Value>, routes: Vec<Value>, svc: SocketAddr) -> Envoy
 
 fn metric(envoy: &Envoy, name: &str, route: &str) -> f64 {
     envoy.metric(name, &[("route", route)]).unwrap()
-}
-
-/// `rate` requests per second for `duration`, each on a new connection; returns the statuses.
-async fn steady_load(
-    addr: SocketAddr,
-    path: &'static str,
-    rate: u32,
-    duration: Duration,
-) -> Vec<u16> {
-    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
-    let end = Instant::now() + duration;
-    let mut tasks = Vec::new();
-    while Instant::now() < end {
-        tick.tick().await;
-        tasks.push(tokio::spawn(client::get(addr, path, &[])));
-    }
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.unwrap().unwrap().status);
-    }
-    statuses
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -113,7 +93,8 @@ async fn sustained_failure_is_bounded_by_the_budget_and_unbounded_without_it() {
         rate,
         Duration::from_secs(secs),
     )
-    .await;
+    .await
+    .unwrap();
     let requests = statuses.len() as f64;
     let attempts = svc.count() as f64;
     let bound = requests * 1.2 + secs as f64;
@@ -140,7 +121,8 @@ async fn sustained_failure_is_bounded_by_the_budget_and_unbounded_without_it() {
         rate,
         Duration::from_secs(secs),
     )
-    .await;
+    .await
+    .unwrap();
     let amplification = plain.count() as f64 / statuses.len() as f64;
     eprintln!(
         "without: {} requests, {} upstream attempts, amplification {amplification:.2}",
