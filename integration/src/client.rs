@@ -132,11 +132,27 @@ async fn send(
     body: Option<Vec<u8>>,
 ) -> Result<Response> {
     let start = Instant::now();
+    let request = build_request(addr, proto, "http", method, path, headers, body)?;
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    exchange(TokioIo::new(stream), proto, request, start).await
+}
+
+/// The request as sent: `Host` for HTTP/1.1, an absolute URI (`scheme://authority/path`) for
+/// HTTP/2; a `host` entry in `headers` names the authority, else the socket address does.
+pub(crate) fn build_request(
+    addr: SocketAddr,
+    proto: Proto,
+    scheme: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Result<Request<Full<Bytes>>> {
     if !path.starts_with('/') {
         return Err(format!("path {path:?} must start with '/'").into());
     }
     let method = Method::from_bytes(method.as_bytes())?;
-
     let mut header_map = HeaderMap::new();
     for (name, value) in headers {
         let name = HeaderName::from_bytes(name.as_bytes())?;
@@ -147,7 +163,6 @@ async fn send(
         Some(host) => host.to_str()?.to_owned(),
         None => addr.to_string(),
     };
-
     let mut builder = Request::builder().method(method);
     match proto {
         Proto::Http1 => {
@@ -157,24 +172,33 @@ async fn send(
             }
         }
         Proto::H2c => {
-            builder = builder.uri(format!("http://{authority}{path}"));
+            builder = builder.uri(format!("{scheme}://{authority}{path}"));
             header_map.remove(HOST);
         }
     }
     let mut request = builder.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
     *request.headers_mut() = header_map;
+    Ok(request)
+}
 
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let io = TokioIo::new(stream);
-    let response = match proto {
+/// One request over an established connection (plain TCP or TLS), HTTP/1.1 or HTTP/2.
+pub(crate) async fn exchange<IO>(
+    io: IO,
+    proto: Proto,
+    request: Request<Full<Bytes>>,
+    start: Instant,
+) -> Result<Response>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    match proto {
         Proto::Http1 => {
             let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
             let _driver = Driver(tokio::spawn(async move {
                 let _ = connection.await;
             }));
             let response = sender.send_request(request).await?;
-            collect(response, start).await?
+            collect(response, start).await
         }
         Proto::H2c => {
             let (mut sender, connection) =
@@ -183,10 +207,9 @@ async fn send(
                 let _ = connection.await;
             }));
             let response = sender.send_request(request).await?;
-            collect(response, start).await?
+            collect(response, start).await
         }
-    };
-    Ok(response)
+    }
 }
 
 async fn collect(

@@ -148,7 +148,7 @@ async fn connect(addr: SocketAddr) -> Result<Channel, Status> {
         .map_err(|e| Status::unavailable(format!("client: connect to {addr}: {e}")))
 }
 
-fn append_metadata(map: &mut MetadataMap, key: &str, value: &str) -> Result<(), Status> {
+pub(crate) fn append_metadata(map: &mut MetadataMap, key: &str, value: &str) -> Result<(), Status> {
     let bad = |e: &dyn std::fmt::Display| {
         Status::invalid_argument(format!("client: bad metadata {key:?}: {e}"))
     };

@@ -20,19 +20,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderName, HOST};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, Request};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
-use tonic::metadata::BinaryMetadataValue;
-use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, BinaryMetadataKey, MetadataMap};
+use tonic::metadata::MetadataMap;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
@@ -152,14 +147,6 @@ pub fn identity(leaf: &Leaf) -> Result<(Vec<CertificateDer<'static>>, PrivateKey
 }
 
 /// Aborts the connection driver task when the call ends.
-struct Driver(JoinHandle<()>);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn send(
     addr: SocketAddr,
@@ -173,10 +160,7 @@ async fn send(
     body: Option<Vec<u8>>,
 ) -> Result<Response> {
     let start = Instant::now();
-    if !path.starts_with('/') {
-        return Err(format!("path {path:?} must start with '/'").into());
-    }
-    let method = Method::from_bytes(method.as_bytes())?;
+    let request = client::build_request(addr, proto, "https", method, path, headers, body)?;
     let name = ServerName::try_from(server_name.to_owned())
         .map_err(|e| format!("bad server name {server_name:?}: {e}"))?;
     let alpn = match proto {
@@ -184,34 +168,6 @@ async fn send(
         Proto::H2c => ALPN_H2,
     };
     let config = client_config(ca_pem, client_cert, &[alpn])?;
-
-    let mut header_map = HeaderMap::new();
-    for (name, value) in headers {
-        let name = HeaderName::from_bytes(name.as_bytes())?;
-        let value = HeaderValue::from_str(value)?;
-        header_map.append(name, value);
-    }
-    let authority = match header_map.get(HOST) {
-        Some(host) => host.to_str()?.to_owned(),
-        None => addr.to_string(),
-    };
-
-    let mut builder = Request::builder().method(method);
-    match proto {
-        Proto::Http1 => {
-            builder = builder.uri(path);
-            if !header_map.contains_key(HOST) {
-                header_map.insert(HOST, HeaderValue::from_str(&authority)?);
-            }
-        }
-        Proto::H2c => {
-            builder = builder.uri(format!("https://{authority}{path}"));
-            header_map.remove(HOST);
-        }
-    }
-    let mut request = builder.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-    *request.headers_mut() = header_map;
-
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let stream = TlsConnector::from(Arc::new(config))
@@ -219,60 +175,11 @@ async fn send(
         .await
         .map_err(|e| format!("TLS handshake with {addr} as {server_name:?}: {e}"))?;
     let negotiated = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-    let io = TokioIo::new(stream);
-    let response = match proto {
-        Proto::Http1 => {
-            let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
-            let _driver = Driver(tokio::spawn(async move {
-                let _ = connection.await;
-            }));
-            let response = sender.send_request(request).await?;
-            collect(response, start).await?
-        }
-        Proto::H2c => {
-            if negotiated.as_deref() != Some(ALPN_H2) {
-                let got = negotiated.as_deref().map(String::from_utf8_lossy);
-                return Err(format!("{addr} did not negotiate ALPN h2 (got {got:?})").into());
-            }
-            let (mut sender, connection) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
-            let _driver = Driver(tokio::spawn(async move {
-                let _ = connection.await;
-            }));
-            let response = sender.send_request(request).await?;
-            collect(response, start).await?
-        }
-    };
-    Ok(response)
-}
-
-async fn collect(
-    response: http::Response<hyper::body::Incoming>,
-    start: Instant,
-) -> Result<Response> {
-    let (parts, body) = response.into_parts();
-    let collected = body.collect().await?;
-    let trailers = collected.trailers().map(pairs).unwrap_or_default();
-    let body = collected.to_bytes();
-    Ok(Response {
-        status: parts.status.as_u16(),
-        headers: pairs(&parts.headers),
-        trailers,
-        body,
-        elapsed: start.elapsed(),
-    })
-}
-
-fn pairs(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect()
+    if proto == Proto::H2c && negotiated.as_deref() != Some(ALPN_H2) {
+        let got = negotiated.as_deref().map(String::from_utf8_lossy);
+        return Err(format!("{addr} did not negotiate ALPN h2 (got {got:?})").into());
+    }
+    client::exchange(TokioIo::new(stream), proto, request, start).await
 }
 
 /// gRPC unary call of `path` (e.g. `/mesh.demo.Demo/Echo`) over TLS, like
@@ -352,7 +259,7 @@ async fn grpc_call(
         .map_err(|e| Status::invalid_argument(format!("client: bad path {path:?}: {e}")))?;
     let mut request = tonic::Request::new(message);
     for (key, value) in metadata {
-        append_metadata(request.metadata_mut(), key, value)?;
+        crate::grpc::append_metadata(request.metadata_mut(), key, value)?;
     }
 
     let channel = grpc_connect(addr, server_name, ca_pem, client_cert).await?;
@@ -412,25 +319,6 @@ async fn grpc_connect(
                 chain(&e)
             ))
         })
-}
-
-fn append_metadata(
-    map: &mut MetadataMap,
-    key: &str,
-    value: &str,
-) -> std::result::Result<(), Status> {
-    let bad = |e: &dyn std::fmt::Display| {
-        Status::invalid_argument(format!("client: bad metadata {key:?}: {e}"))
-    };
-    if key.to_ascii_lowercase().ends_with("-bin") {
-        let key = BinaryMetadataKey::from_bytes(key.as_bytes()).map_err(|e| bad(&e))?;
-        map.append_bin(key, BinaryMetadataValue::from_bytes(value.as_bytes()));
-    } else {
-        let key = AsciiMetadataKey::from_bytes(key.as_bytes()).map_err(|e| bad(&e))?;
-        let value: AsciiMetadataValue = value.parse().map_err(|e| bad(&e))?;
-        map.append(key, value);
-    }
-    Ok(())
 }
 
 /// An error and its sources, `: `-separated (tonic's transport errors say little alone).
