@@ -1,0 +1,292 @@
+//! The SPIFFE identity stage: the adapter-facing table of contents of the filter.
+//!
+//! 1. Remove the incoming `forward_header` (`x-spiffe-id`): only this filter sets it.
+//! 2. Find the caller's URI SANs ([`peer_uris`] or [`xfcc_uris`], by `source`).
+//! 3. Authenticate: exactly one URI SAN, a valid SPIFFE ID ([`crate::id`]), of an accepted trust
+//!    domain. Otherwise 403 / UNAUTHENTICATED.
+//! 4. Authorize: a `deny` match refuses, else an `allow` match admits, else refused: 403 /
+//!    PERMISSION_DENIED. In audit mode a refusal is logged and counted and the request goes on.
+//! 5. Forward the verified ID upstream in `forward_header`.
+//!
+//! Fails closed: when it cannot decide (invalid route metadata, a property it cannot read, an
+//! XFCC it cannot trust) it refuses and counts `config_error`.
+
+use crate::config::{Config, Mode, Source};
+use crate::id::{self, escape_for_log, SpiffeId};
+use crate::pattern::first_match;
+use crate::xfcc;
+use mesh_kit::host::Host;
+use mesh_kit::metrics::Stat;
+use mesh_kit::reply::{GrpcCode, Reply};
+use mesh_kit::stage::{Cx, Flow, OnInvalid, Stage};
+
+pub const XFCC: &str = "x-forwarded-client-cert";
+
+pub const ALLOWED: usize = 0;
+pub const DENIED: usize = 1;
+pub const UNAUTHENTICATED: usize = 2;
+pub const AUDIT_DENIED: usize = 3;
+pub const CONFIG_ERROR: usize = 4;
+
+pub struct SpiffeIdentity;
+
+/// Why a caller is refused.
+#[derive(Debug, PartialEq)]
+pub enum Refusal {
+    /// No usable identity: the caller is not authenticated.
+    Unauthenticated(String),
+    /// A valid identity that the route does not allow.
+    Denied { id: String, rule: String },
+    /// The filter cannot decide (misconfiguration, unreadable property): fail closed.
+    CannotDecide(String),
+}
+
+impl Stage for SpiffeIdentity {
+    const NAME: &'static str = "mesh.spiffe_identity";
+    const STATS: &'static [Stat] = &[
+        Stat::counter("allowed"),
+        Stat::counter("denied"),
+        Stat::counter("unauthenticated"),
+        Stat::counter("audit_denied"),
+        Stat::counter("config_error"),
+    ];
+    const CONFIG_ERROR: usize = CONFIG_ERROR;
+
+    type Config = Config;
+    type Request = ();
+
+    fn new(_config: &Config, _host: &dyn Host) -> Self {
+        SpiffeIdentity
+    }
+
+    fn on_invalid_route_config(&self) -> OnInvalid {
+        OnInvalid::Reject(refusal_reply(&Refusal::CannotDecide(
+            "invalid route configuration".into(),
+        )))
+    }
+
+    fn on_request_headers(&self, cx: &mut Cx<'_, Self>) -> Flow {
+        let forward = cx.config.forward_header.clone();
+        cx.ex.remove_header(&forward);
+        match decide(cx) {
+            Ok(id) => {
+                cx.inc(ALLOWED);
+                cx.ex.set_header(&forward, id.as_str());
+                Flow::Continue
+            }
+            Err(refusal) => {
+                let route = cx.ex.route().to_string();
+                let what = describe(&refusal);
+                if cx.config.mode == Mode::Audit {
+                    cx.inc(AUDIT_DENIED);
+                    log::info!(
+                        "{}: audit: would refuse on route {route:?}: {what}",
+                        Self::NAME
+                    );
+                    if let Refusal::Denied { id, .. } = &refusal {
+                        cx.ex.set_header(&forward, id);
+                    }
+                    return Flow::Continue;
+                }
+                cx.inc(match refusal {
+                    Refusal::Unauthenticated(_) => UNAUTHENTICATED,
+                    Refusal::Denied { .. } => DENIED,
+                    Refusal::CannotDecide(_) => CONFIG_ERROR,
+                });
+                log::info!("{}: refused on route {route:?}: {what}", Self::NAME);
+                Flow::Reject(refusal_reply(&refusal))
+            }
+        }
+    }
+}
+
+/// Authenticate, then authorize.
+fn decide(cx: &mut Cx<'_, SpiffeIdentity>) -> Result<SpiffeId, Refusal> {
+    let uris = match cx.config.source {
+        Source::PeerCertificate => peer_uris(cx)?,
+        Source::Xfcc => xfcc_uris(cx)?,
+    };
+    let id = authenticate(cx.config, &uris)?;
+    authorize(cx.config, &id)?;
+    Ok(id)
+}
+
+/// Exactly one URI SAN, a valid SPIFFE ID, of an accepted trust domain.
+pub fn authenticate(config: &Config, uris: &[String]) -> Result<SpiffeId, Refusal> {
+    let uri = match uris {
+        [] => return Err(Refusal::Unauthenticated("no URI SAN".into())),
+        [one] => one,
+        more => {
+            return Err(Refusal::Unauthenticated(format!(
+                "{} URI SANs; an SVID has exactly one",
+                more.len()
+            )))
+        }
+    };
+    let id = id::parse(uri).map_err(|e| {
+        Refusal::Unauthenticated(format!(
+            "{} is not a valid SPIFFE ID: {e}",
+            escape_for_log(uri, 128)
+        ))
+    })?;
+    if !config.trust_domains.is_empty()
+        && !config
+            .trust_domains
+            .iter()
+            .any(|td| td == id.trust_domain())
+    {
+        return Err(Refusal::Unauthenticated(format!(
+            "trust domain of {} is not accepted",
+            id.as_str()
+        )));
+    }
+    Ok(id)
+}
+
+/// Deny wins; then the first allow pattern; nothing allowed by default.
+pub fn authorize(config: &Config, id: &SpiffeId) -> Result<(), Refusal> {
+    if let Some(rule) = first_match(&config.deny, id) {
+        return Err(Refusal::Denied {
+            id: id.as_str().to_string(),
+            rule: format!("deny {}", rule.as_str()),
+        });
+    }
+    if first_match(&config.allow, id).is_some() {
+        return Ok(());
+    }
+    Err(Refusal::Denied {
+        id: id.as_str().to_string(),
+        rule: "no allow rule matched".into(),
+    })
+}
+
+/// The URI SANs of this connection's TLS peer. Envoy's `connection.uri_san_peer_certificate`
+/// shows only the first one, so they are read from the `x-forwarded-client-cert` Envoy builds
+/// for this connection (`forward_client_cert_details: SANITIZE_SET`,
+/// `set_current_client_cert_details: {uri: true}`): the element whose `Hash` is the peer
+/// certificate's SHA-256, and whose first URI is the one Envoy reports.
+fn peer_uris(cx: &Cx<'_, SpiffeIdentity>) -> Result<Vec<String>, Refusal> {
+    let mtls = cx
+        .ex
+        .property(&["connection", "mtls"])
+        .is_some_and(|b| b.first() == Some(&1));
+    if !mtls {
+        return Err(Refusal::Unauthenticated("no client certificate".into()));
+    }
+    let digest = property_string(cx, &["connection", "sha256_peer_certificate_digest"])
+        .ok_or_else(|| {
+            Refusal::CannotDecide("the peer certificate digest is not readable".into())
+        })?;
+    let header = cx.ex.header(XFCC).ok_or_else(|| {
+        Refusal::CannotDecide(
+            "no x-forwarded-client-cert: set forward_client_cert_details: SANITIZE_SET and set_current_client_cert_details: {uri: true} on this listener".into(),
+        )
+    })?;
+    let elements = xfcc::parse(header)
+        .map_err(|e| Refusal::CannotDecide(format!("x-forwarded-client-cert: {e}")))?;
+    let element = elements
+        .iter()
+        .find(|e| e.hash().is_some_and(|h| h.eq_ignore_ascii_case(&digest)))
+        .ok_or_else(|| Refusal::CannotDecide("x-forwarded-client-cert does not describe this connection's peer certificate (is it SANITIZE_SET?)".into()))?;
+    // Envoy writes an empty `URI=` for a certificate without URI SANs.
+    let uris: Vec<String> = element
+        .uris()
+        .into_iter()
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect();
+    let first =
+        property_string(cx, &["connection", "uri_san_peer_certificate"]).unwrap_or_default();
+    if uris.first().map(String::as_str).unwrap_or_default() != first {
+        return Err(Refusal::CannotDecide(
+            "x-forwarded-client-cert and the peer certificate disagree".into(),
+        ));
+    }
+    Ok(uris)
+}
+
+/// The URI SANs of the original client, from the XFCC element added by the trusted Envoy in
+/// front (the last element). That Envoy must be this connection's mTLS peer and be named in
+/// `xfcc_trusted_by`, and its element's `By` too: a header from anyone else is not believed.
+fn xfcc_uris(cx: &Cx<'_, SpiffeIdentity>) -> Result<Vec<String>, Refusal> {
+    let trusted = &cx.config.xfcc_trusted_by;
+    let mtls = cx
+        .ex
+        .property(&["connection", "mtls"])
+        .is_some_and(|b| b.first() == Some(&1));
+    let peer = property_string(cx, &["connection", "uri_san_peer_certificate"]).unwrap_or_default();
+    if !mtls || !trusted.contains(&peer) {
+        return Err(Refusal::Unauthenticated(format!(
+            "x-forwarded-client-cert is trusted only from {}; the peer is {}",
+            trusted.join(", "),
+            if mtls {
+                escape_for_log(&peer, 128)
+            } else {
+                "not authenticated".into()
+            }
+        )));
+    }
+    let header = cx
+        .ex
+        .header(XFCC)
+        .ok_or_else(|| Refusal::Unauthenticated("no x-forwarded-client-cert".into()))?;
+    let elements = xfcc::parse(header)
+        .map_err(|e| Refusal::Unauthenticated(format!("malformed x-forwarded-client-cert: {e}")))?;
+    let last = elements
+        .last()
+        .ok_or_else(|| Refusal::Unauthenticated("empty x-forwarded-client-cert".into()))?;
+    let by = last.by();
+    if by.len() != 1 || !trusted.iter().any(|t| by.first() == Some(&t.as_str())) {
+        return Err(Refusal::Unauthenticated(format!(
+            "x-forwarded-client-cert By={} is not trusted",
+            by.iter()
+                .map(|b| escape_for_log(b, 128))
+                .collect::<Vec<_>>()
+                .join(",")
+        )));
+    }
+    Ok(last
+        .uris()
+        .into_iter()
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+fn property_string(cx: &Cx<'_, SpiffeIdentity>, path: &[&str]) -> Option<String> {
+    cx.ex.property(path).and_then(|b| String::from_utf8(b).ok())
+}
+
+fn describe(r: &Refusal) -> String {
+    match r {
+        Refusal::Unauthenticated(why) => format!("unauthenticated: {why}"),
+        Refusal::Denied { id, rule } => format!("{id} denied by rule: {rule}"),
+        Refusal::CannotDecide(why) => format!("cannot decide, failing closed: {why}"),
+    }
+}
+
+fn refusal_reply(r: &Refusal) -> Reply {
+    match r {
+        Refusal::Unauthenticated(_) => Reply::new(
+            403,
+            GrpcCode::Unauthenticated,
+            "unauthenticated",
+            "no valid SPIFFE identity",
+        )
+        .with_error_info(),
+        Refusal::Denied { .. } => Reply::new(
+            403,
+            GrpcCode::PermissionDenied,
+            "permission_denied",
+            "this workload is not allowed on this route",
+        )
+        .with_error_info(),
+        Refusal::CannotDecide(_) => Reply::new(
+            403,
+            GrpcCode::PermissionDenied,
+            "identity_unverifiable",
+            "the caller's identity could not be verified",
+        )
+        .with_error_info(),
+    }
+}

@@ -1,0 +1,586 @@
+//! The SPIFFE identity filter end to end: a real Envoy with an mTLS listener loading
+//! `mesh_spiffe_identity.wasm`, certificates made by the test (a CA for `mesh.local` and workload
+//! SVIDs, valid and deliberately broken), real HTTP/1.1, HTTP/2 and gRPC clients over mTLS.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use bytes::Bytes;
+use mesh_integration::bootstrap::{
+    bootstrap, cluster, listener, route, wasm_filter, with_metadata, with_mtls, with_upstream_tls,
+    TlsFiles,
+};
+use mesh_integration::certs::{write_pem_files, Ca, Leaf, LeafSpec};
+use mesh_integration::client::{self, Proto};
+use mesh_integration::envoy::{wasm, Envoy};
+use mesh_integration::tls;
+use mesh_integration::upstream::{self, Upstream};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+const FILTER: &str = "mesh.spiffe_identity";
+const SERVER_NAME: &str = "envoy.mesh.local";
+const ENVOY_ID: &str = "spiffe://mesh.local/ns/default/sa/envoy";
+
+fn sa(name: &str) -> String {
+    format!("spiffe://mesh.local/ns/default/sa/{name}")
+}
+
+/// A CA, Envoy's certificate (server and client), and a way to issue client SVIDs.
+struct Pki {
+    dir: PathBuf,
+    ca: Ca,
+    envoy: TlsFiles,
+}
+
+impl Pki {
+    fn new(tag: &str) -> Pki {
+        let dir = std::env::temp_dir().join(format!("mesh-spiffe-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = Ca::new("mesh.local test CA").unwrap();
+        let ca_file = ca.write(&dir).unwrap();
+        let leaf = ca
+            .issue(&LeafSpec {
+                common_name: "envoy".into(),
+                uris: vec![ENVOY_ID.into()],
+                dns: vec![SERVER_NAME.into()],
+                server: true,
+                client: true,
+            })
+            .unwrap();
+        let (cert, key) = write_pem_files(&dir, "envoy", &leaf).unwrap();
+        Pki {
+            dir,
+            ca,
+            envoy: TlsFiles {
+                ca: ca_file,
+                cert,
+                key,
+            },
+        }
+    }
+
+    fn client(&self, uris: &[&str]) -> Leaf {
+        self.ca
+            .issue(&LeafSpec {
+                common_name: "client".into(),
+                uris: uris.iter().map(|u| u.to_string()).collect(),
+                dns: vec![],
+                server: false,
+                client: true,
+            })
+            .unwrap()
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn identity_filter(config: Value) -> Value {
+    wasm_filter(FILTER, &wasm("mesh_spiffe_identity").unwrap(), &config)
+}
+
+async fn demo(name: &str) -> Upstream {
+    upstream::spawn(name, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// The demo mesh's rules, one route per service, all to cluster `svc`.
+fn mesh_routes() -> Vec<Value> {
+    vec![
+        with_metadata(
+            route("auth", "/auth/", "svc"),
+            FILTER,
+            json!({"allow": [sa("learner"), sa("events")]}),
+        ),
+        with_metadata(
+            route("learner", "/learner/", "svc"),
+            FILTER,
+            json!({"allow": ["spiffe://mesh.local/ns/*/sa/auth"]}),
+        ),
+        with_metadata(
+            route("events", "/events/", "svc"),
+            FILTER,
+            json!({"allow": ["spiffe://mesh.local/**"]}),
+        ),
+        with_metadata(
+            route("auth-grpc", "/mesh.demo.Auth/", "svc"),
+            FILTER,
+            json!({"allow": [sa("learner"), sa("events")]}),
+        ),
+    ]
+}
+
+/// An mTLS listener `mtls` (client certificate optional, so the filter sees callers without one)
+/// and a plaintext listener `plain`, both with the filter.
+fn start_mesh(pki: &Pki, config: Value, routes: Vec<Value>, svc: SocketAddr) -> Envoy {
+    let mtls = with_mtls(
+        listener(
+            "mtls",
+            routes.clone(),
+            vec![identity_filter(config.clone())],
+        ),
+        &pki.envoy,
+        false,
+        "SANITIZE_SET",
+    );
+    let plain = listener("plain", routes, vec![identity_filter(config)]);
+    Envoy::start(&bootstrap(
+        vec![mtls, plain],
+        vec![cluster("svc", svc, true)],
+    ))
+    .unwrap()
+}
+
+async fn get(
+    envoy: &Envoy,
+    pki: &Pki,
+    who: Option<&Leaf>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> client::Response {
+    tls::request(
+        envoy.listener("mtls"),
+        SERVER_NAME,
+        &pki.ca.cert_pem(),
+        who,
+        Proto::Http1,
+        "GET",
+        path,
+        headers,
+        None,
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_mesh_rules_admit_every_allowed_pair_and_refuse_every_other() {
+    let pki = Pki::new("matrix");
+    let svc = demo("mesh").await;
+    let envoy = start_mesh(&pki, json!({}), mesh_routes(), svc.addr());
+    let callers = [
+        ("auth", pki.client(&[&sa("auth")])),
+        ("learner", pki.client(&[&sa("learner")])),
+        ("events", pki.client(&[&sa("events")])),
+    ];
+    let allowed = |caller: &str, route: &str| match route {
+        "auth" => caller == "learner" || caller == "events",
+        "learner" => caller == "auth",
+        _ => true,
+    };
+    for route in ["auth", "learner", "events"] {
+        for (caller, leaf) in &callers {
+            svc.clear();
+            let proto = if route == "learner" {
+                Proto::H2c
+            } else {
+                Proto::Http1
+            };
+            let r = tls::request(
+                envoy.listener("mtls"),
+                SERVER_NAME,
+                &pki.ca.cert_pem(),
+                Some(leaf),
+                proto,
+                "GET",
+                &format!("/{route}/x"),
+                &[],
+                None,
+            )
+            .await
+            .unwrap();
+            if allowed(caller, route) {
+                assert_eq!(r.status, 200, "{caller} → {route}: {}", r.text());
+                assert_eq!(
+                    svc.requests()[0].header("x-spiffe-id"),
+                    Some(sa(caller).as_str()),
+                    "{caller} → {route}"
+                );
+            } else {
+                assert_eq!(r.status, 403, "{caller} → {route}");
+                assert_eq!(r.header("x-mesh-rejected-by"), Some(FILTER));
+                assert_eq!(r.json()["error"], "permission_denied");
+                assert_eq!(svc.count(), 0, "{caller} → {route} reached the upstream");
+            }
+        }
+    }
+    // Over gRPC: allowed passes, others get PERMISSION_DENIED.
+    let ca = pki.ca.cert_pem();
+    let ok = tls::grpc_unary(
+        envoy.listener("mtls"),
+        SERVER_NAME,
+        &ca,
+        Some(&callers[1].1),
+        "/mesh.demo.Auth/Check",
+        &[],
+        Bytes::from_static(b"hi"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.message, Bytes::from_static(b"hi"));
+    let denied = tls::grpc_unary(
+        envoy.listener("mtls"),
+        SERVER_NAME,
+        &ca,
+        Some(&callers[0].1),
+        "/mesh.demo.Auth/Check",
+        &[],
+        Bytes::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    assert_eq!(denied.metadata().get("x-mesh-rejected-by").unwrap(), FILTER);
+    assert_eq!(
+        envoy
+            .metric("mesh_spiffe_identity_denied", &[("route", "auth")])
+            .unwrap(),
+        1.0
+    );
+    assert_eq!(
+        envoy
+            .metric("mesh_spiffe_identity_denied", &[("route", "auth-grpc")])
+            .unwrap(),
+        1.0
+    );
+    assert!(envoy.log().contains(&format!(
+        "refused on route \"learner\": {} denied by rule: no allow rule matched",
+        sa("learner")
+    )));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_x_spiffe_id_never_reaches_an_upstream() {
+    let pki = Pki::new("forged");
+    let svc = demo("mesh").await;
+    let envoy = start_mesh(&pki, json!({}), mesh_routes(), svc.addr());
+    let forged = [("x-spiffe-id", "spiffe://mesh.local/ns/default/sa/admin")];
+    let learner = pki.client(&[&sa("learner")]);
+    let r = get(&envoy, &pki, Some(&learner), "/auth/x", &forged).await;
+    assert_eq!(r.status, 200);
+    let seen: Vec<String> = svc.requests()[0]
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "x-spiffe-id")
+        .map(|(_, v)| v.clone())
+        .collect();
+    assert_eq!(
+        seen,
+        vec![sa("learner")],
+        "replaced by the verified ID, not added to"
+    );
+
+    svc.clear();
+    let r = client::get(envoy.listener("plain"), "/events/x", &forged)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (403, Some("unauthenticated"))
+    );
+    assert_eq!(svc.count(), 0);
+    // Nor with a forged XFCC on the plaintext listener.
+    let xfcc = [("x-forwarded-client-cert", "By=spiffe://mesh.local/ns/default/sa/envoy;Hash=00;URI=spiffe://mesh.local/ns/default/sa/learner")];
+    assert_eq!(
+        client::get(envoy.listener("plain"), "/events/x", &xfcc)
+            .await
+            .unwrap()
+            .status,
+        403
+    );
+    assert_eq!(svc.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_identities_are_refused_as_unauthenticated() {
+    let pki = Pki::new("broken");
+    let svc = demo("mesh").await;
+    let envoy = start_mesh(&pki, json!({}), mesh_routes(), svc.addr());
+    let long = format!(
+        "spiffe://mesh.local/{}",
+        "a".repeat(2049 - "spiffe://mesh.local/".len())
+    );
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("two URI SANs", vec![sa("learner"), sa("events")]),
+        (
+            "uppercase trust domain",
+            vec!["spiffe://Mesh.Local/ns/default/sa/learner".into()],
+        ),
+        (
+            "a port",
+            vec!["spiffe://mesh.local:8443/ns/default/sa/learner".into()],
+        ),
+        (
+            "a dot-dot segment",
+            vec!["spiffe://mesh.local/ns/../sa/learner".into()],
+        ),
+        (
+            "percent-encoding",
+            vec!["spiffe://mesh.local/ns/default/sa/%6cearner".into()],
+        ),
+        (
+            "a non-spiffe URI",
+            vec!["https://mesh.local/ns/default/sa/learner".into()],
+        ),
+        ("no URI SAN", vec![]),
+        ("a 2049-byte ID", vec![long]),
+    ];
+    for (what, uris) in &cases {
+        let leaf = pki.client(&uris.iter().map(String::as_str).collect::<Vec<_>>());
+        let r = get(&envoy, &pki, Some(&leaf), "/events/x", &[]).await;
+        assert_eq!(
+            (r.status, r.json()["error"].as_str()),
+            (403, Some("unauthenticated")),
+            "{what}: {}",
+            r.text()
+        );
+    }
+    let r = get(&envoy, &pki, None, "/events/x", &[]).await;
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (403, Some("unauthenticated")),
+        "no client certificate"
+    );
+    assert_eq!(svc.count(), 0);
+    assert_eq!(
+        envoy
+            .metric(
+                "mesh_spiffe_identity_unauthenticated",
+                &[("route", "events")]
+            )
+            .unwrap(),
+        cases.len() as f64 + 1.0
+    );
+    let log = envoy.log();
+    for reason in [
+        "2 URI SANs",
+        "uppercase",
+        "port is not allowed",
+        "'..' segment",
+        "percent-encoding",
+        "scheme is not spiffe",
+        "no URI SAN",
+        "longer than 2048",
+        "no client certificate",
+    ] {
+        assert!(log.contains(reason), "no refusal logged for {reason:?}");
+    }
+    // Invalid input is logged escaped and truncated, never raw.
+    assert!(
+        !envoy.log().contains(&"a".repeat(300)),
+        "a 2049-byte ID was logged whole"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_front_envoy_the_back_authorizes_the_original_client_and_only_trusted_xfcc() {
+    let pki = Pki::new("xfcc");
+    let svc = demo("learner").await;
+    let back_config =
+        json!({"source": "xfcc", "xfcc_trusted_by": [ENVOY_ID], "allow": [sa("learner")]});
+    let back_listener = with_mtls(
+        listener(
+            "back",
+            vec![route("learner", "/", "svc")],
+            vec![identity_filter(back_config)],
+        ),
+        &pki.envoy,
+        true,
+        "FORWARD_ONLY",
+    );
+    let back = Envoy::start(&bootstrap(
+        vec![back_listener],
+        vec![cluster("svc", svc.addr(), true)],
+    ))
+    .unwrap();
+    // The front terminates the client's mTLS, builds XFCC (SANITIZE_SET) and calls the back with
+    // its own SVID. It runs no identity filter itself.
+    let front_listener = with_mtls(
+        listener("front", vec![route("learner", "/", "back")], vec![]),
+        &pki.envoy,
+        true,
+        "SANITIZE_SET",
+    );
+    let back_cluster = with_upstream_tls(
+        cluster("back", back.listener("back"), true),
+        &pki.envoy,
+        SERVER_NAME,
+    );
+    let front = Envoy::start(&bootstrap(vec![front_listener], vec![back_cluster])).unwrap();
+    let ca = pki.ca.cert_pem();
+
+    let learner = pki.client(&[&sa("learner")]);
+    let r = tls::request(
+        front.listener("front"),
+        SERVER_NAME,
+        &ca,
+        Some(&learner),
+        Proto::Http1,
+        "GET",
+        "/x",
+        &[],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        svc.requests()[0].header("x-spiffe-id"),
+        Some(sa("learner").as_str())
+    );
+
+    let auth = pki.client(&[&sa("auth")]);
+    let r = tls::request(
+        front.listener("front"),
+        SERVER_NAME,
+        &ca,
+        Some(&auth),
+        Proto::Http1,
+        "GET",
+        "/x",
+        &[],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (403, Some("permission_denied"))
+    );
+
+    // A workload calling the back directly with a forged XFCC naming the trusted front: refused,
+    // its connection's peer is not the front.
+    let forged = [("x-forwarded-client-cert", "By=spiffe://mesh.local/ns/default/sa/envoy;Hash=00;URI=spiffe://mesh.local/ns/default/sa/learner")];
+    let r = tls::request(
+        back.listener("back"),
+        SERVER_NAME,
+        &ca,
+        Some(&auth),
+        Proto::Http1,
+        "GET",
+        "/x",
+        &forged,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (403, Some("unauthenticated"))
+    );
+    // And an XFCC whose By= is not a trusted Envoy: refused even from the trusted peer's certificate.
+    let untrusted = [("x-forwarded-client-cert", "By=spiffe://mesh.local/ns/default/sa/intruder;URI=spiffe://mesh.local/ns/default/sa/learner")];
+    let envoy_leaf = Leaf {
+        cert_pem: std::fs::read_to_string(&pki.envoy.cert).unwrap(),
+        key_pem: std::fs::read_to_string(&pki.envoy.key).unwrap(),
+    };
+    let r = tls::request(
+        back.listener("back"),
+        SERVER_NAME,
+        &ca,
+        Some(&envoy_leaf),
+        Proto::Http1,
+        "GET",
+        "/x",
+        &untrusted,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (403, Some("unauthenticated"))
+    );
+    assert_eq!(svc.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_mode_lets_a_disallowed_request_through_logs_it_and_counts_it() {
+    let pki = Pki::new("audit");
+    let svc = demo("auth").await;
+    let envoy = start_mesh(&pki, json!({"mode": "audit"}), mesh_routes(), svc.addr());
+    let auth = pki.client(&[&sa("auth")]);
+    let r = get(&envoy, &pki, Some(&auth), "/auth/x", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        svc.requests()[0].header("x-spiffe-id"),
+        Some(sa("auth").as_str()),
+        "the verified ID is still forwarded"
+    );
+    assert_eq!(
+        envoy
+            .metric("mesh_spiffe_identity_audit_denied", &[("route", "auth")])
+            .unwrap(),
+        1.0
+    );
+    assert!(envoy
+        .log()
+        .contains("audit: would refuse on route \"auth\""));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_route_metadata_fails_closed_and_is_counted() {
+    let pki = Pki::new("closed");
+    let svc = demo("auth").await;
+    let routes = vec![with_metadata(
+        route("broken", "/", "svc"),
+        FILTER,
+        json!({"allow": ["spiffe://mesh.local/ns/**/x"]}),
+    )];
+    let envoy = start_mesh(
+        &pki,
+        json!({"allow": ["spiffe://mesh.local/**"]}),
+        routes,
+        svc.addr(),
+    );
+    let learner = pki.client(&[&sa("learner")]);
+    let r = get(&envoy, &pki, Some(&learner), "/x", &[]).await;
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (403, Some("identity_unverifiable"))
+    );
+    assert_eq!(svc.count(), 0);
+    assert_eq!(
+        envoy
+            .metric("mesh_spiffe_identity_config_error", &[("route", "broken")])
+            .unwrap(),
+        1.0
+    );
+}
+
+#[test]
+fn invalid_identity_configs_are_refused_and_the_log_names_the_field() {
+    let svc: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    for (config, field) in [
+        (json!({"allow": ["spiffe://mesh.local/a/**/b"]}), "allow"),
+        (json!({"trust_domains": ["Mesh.Local"]}), "trust_domains[0]"),
+        (json!({"source": "xfcc"}), "xfcc_trusted_by"),
+    ] {
+        let b = bootstrap(
+            vec![listener(
+                "main",
+                vec![route("r", "/", "svc")],
+                vec![identity_filter(config.clone())],
+            )],
+            vec![cluster("svc", svc, true)],
+        );
+        let refused = Envoy::refuse(&b).unwrap();
+        let line = refused
+            .log
+            .lines()
+            .find(|l| l.contains("mesh.spiffe_identity: invalid configuration"))
+            .unwrap_or_else(|| panic!("{config}: {}", refused.log));
+        assert!(line.contains(&format!("field `{field}`")), "{line}");
+    }
+}
