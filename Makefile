@@ -44,6 +44,7 @@ bench: build envoy
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo run --release -p mesh-integration --bin retry-amplification
 
 up: build
+	scripts/demo-certs.sh .run/certs
 	$(COMPOSE) up --build
 
 down:

@@ -10,6 +10,12 @@ config="${DEMO_CONFIG:-envoy/demo.yaml}"
 run_dir="$root/.run"
 mkdir -p "$run_dir"
 
+# Demo SPIFFE certificates for the mTLS listener (made once; 2-day validity: --force renews).
+scripts/demo-certs.sh "$run_dir/certs" >/dev/null
+if ! openssl x509 -checkend 3600 -noout -in "$run_dir/certs/envoy.crt" >/dev/null 2>&1; then
+  scripts/demo-certs.sh --force "$run_dir/certs" >/dev/null
+fi
+
 echo "demo: building the demo services (cargo build -p mesh-integration --bin mesh-demo)"
 cargo build --quiet -p mesh-integration --bin mesh-demo
 demo_bin="${CARGO_TARGET_DIR:-$root/target}/debug/mesh-demo"
@@ -52,6 +58,7 @@ cat <<TXT
   mesh-filters demo is up ($("$envoy_bin" --version 2>/dev/null | grep -o '1\.40\.[0-9]*' | head -n1) with the circuit-breaker, deadline and retry-budget filters)
 
   listener  http://127.0.0.1:10000   (HTTP/1.1 and h2c; gRPC on the same port)
+  mTLS      https://127.0.0.1:10443  (SPIFFE identities; certificates in .run/certs)
   admin     http://127.0.0.1:9901    (/stats/prometheus)
   services  auth 127.0.0.1:9001 (deadline 5s), learner :9002 (10s), events :9003 (2s)
   logs      .run/envoy.log, .run/demo-services.log
@@ -69,6 +76,11 @@ cat <<TXT
     for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%{http_code} ' 'localhost:10000/learner/x?status=503'; done; echo
     curl -si localhost:10000/learner/x | grep -iE '^HTTP|retry-after|x-mesh-rejected-by'
                                                                          # 503 from the open breaker, retry-after: 60
+    c=.run/certs; tls="--cacert \$c/ca.crt --resolve envoy.mesh.local:10443:127.0.0.1"
+    curl -s \$tls --cert \$c/learner.crt --key \$c/learner.key https://envoy.mesh.local:10443/auth/x | grep -o '"x-spiffe-id":"[^"]*"'
+                                                                         # learner may call auth: the verified ID is forwarded
+    curl -s \$tls --cert \$c/admin.crt --key \$c/admin.key https://envoy.mesh.local:10443/auth/x
+                                                                         # 403 permission_denied: admin is not allowed on auth
     curl -s localhost:9901/stats/prometheus | grep '^mesh_'
 
   Services obey ?sleep_ms=N, ?status=N, ?fail_attempts=N (or x-demo-* headers). Ctrl-C stops everything.

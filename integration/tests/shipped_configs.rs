@@ -9,11 +9,29 @@
     clippy::indexing_slicing
 )]
 
-use mesh_integration::client;
+use mesh_integration::certs::Leaf;
+use mesh_integration::client::{self, Proto};
 use mesh_integration::envoy::{envoy_binary, wasm, workspace_root, Envoy, Options};
+use mesh_integration::tls;
 use mesh_integration::upstream;
 use std::process::Command;
 use std::time::Duration;
+
+/// The demo's certificates, made by the script `make run` uses (idempotent).
+fn demo_certs() -> std::path::PathBuf {
+    let dir = workspace_root().join(".run/certs");
+    let out = Command::new("bash")
+        .arg(workspace_root().join("scripts/demo-certs.sh"))
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "demo-certs.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
 
 fn shipped() -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(workspace_root().join("envoy"))
@@ -31,6 +49,8 @@ fn every_shipped_envoy_config_validates_with_the_real_envoy() {
     wasm("mesh_deadline").unwrap();
     wasm("mesh_circuit_breaker").unwrap();
     wasm("mesh_retry_budget").unwrap();
+    wasm("mesh_spiffe_identity").unwrap();
+    demo_certs();
     for file in shipped() {
         let out = Command::new(envoy_binary())
             .args(["--mode", "validate", "--disable-hot-restart", "-c"])
@@ -53,6 +73,7 @@ fn every_shipped_envoy_config_validates_with_the_real_envoy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_config_enforces_its_per_route_deadlines() {
+    let certs = demo_certs();
     let text = std::fs::read_to_string(workspace_root().join("envoy/demo.yaml")).unwrap();
     let auth = upstream::spawn("auth", "127.0.0.1:0".parse().unwrap())
         .await
@@ -65,6 +86,7 @@ async fn the_demo_config_enforces_its_per_route_deadlines() {
         .unwrap();
     let text = text
         .replace("port_value: 10000", "port_value: 0")
+        .replace("port_value: 10443", "port_value: 0")
         .replace("port_value: 9901", "port_value: 0")
         .replace(
             "port_value: 9001",
