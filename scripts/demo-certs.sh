@@ -11,8 +11,8 @@
 #   <name>.crt, <name>.key  client SVIDs spiffe://mesh.local/ns/default/sa/<name> for
 #                           auth, learner, events and admin (EKU clientAuth)
 # Keys are EC P-256 (PKCS#8 PEM, mode 600); certificates are valid for 2 days.
-# Does nothing when DIR/ca.crt exists, unless --force is given (then makes everything
-# anew). Prints one line per file made.
+# Does nothing while every certificate in DIR is valid for another hour, unless --force is
+# given; otherwise (missing or expiring) makes everything anew. Prints one line per file made.
 set -euo pipefail
 
 trust_domain="mesh.local"
@@ -47,8 +47,17 @@ command -v openssl > /dev/null || {
   exit 1
 }
 
-if [[ -e "$dir/ca.crt" && "$force" -eq 0 ]]; then
-  echo "demo-certs: $dir/ca.crt exists, nothing to do (--force to make new certificates)"
+# fresh: every certificate is there and valid for at least another hour.
+fresh() {
+  local name
+  for name in ca envoy "${clients[@]}"; do
+    [[ -e "$dir/$name.crt" && -e "$dir/$name.key" ]] || return 1
+    openssl x509 -checkend 3600 -noout -in "$dir/$name.crt" > /dev/null 2>&1 || return 1
+  done
+}
+
+if [[ "$force" -eq 0 ]] && fresh; then
+  echo "demo-certs: certificates in $dir are valid, nothing to do (--force to make new ones)"
   exit 0
 fi
 

@@ -10,15 +10,21 @@
 )]
 
 use mesh_integration::certs::Leaf;
-use mesh_integration::client::{self, Proto};
+use mesh_integration::client;
 use mesh_integration::envoy::{envoy_binary, wasm, workspace_root, Envoy, Options};
 use mesh_integration::tls;
 use mesh_integration::upstream;
 use std::process::Command;
 use std::time::Duration;
 
-/// The demo's certificates, made by the script `make run` uses (idempotent).
+/// The demo's certificates, made by the script `make run` uses, once per test run (the tests
+/// of this file run in parallel and must not remake them under a running Envoy).
 fn demo_certs() -> std::path::PathBuf {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(make_demo_certs).clone()
+}
+
+fn make_demo_certs() -> std::path::PathBuf {
     let dir = workspace_root().join(".run/certs");
     let out = Command::new("bash")
         .arg(workspace_root().join("scripts/demo-certs.sh"))
@@ -154,5 +160,71 @@ async fn the_demo_config_enforces_its_per_route_deadlines() {
             .metric("mesh_deadline_rq_timeout", &[("route", "events")])
             .unwrap(),
         1.0
+    );
+
+    // A forged identity on the plaintext listener never reaches a service.
+    let r = client::get(
+        addr,
+        "/auth/hello",
+        &[("x-spiffe-id", "spiffe://mesh.local/ns/default/sa/admin")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.json()["headers"]["x-spiffe-id"], serde_json::Value::Null);
+
+    // The mTLS listener: learner may call auth and its verified ID is forwarded; admin may not.
+    let mtls = envoy.listener("mesh-mtls");
+    let ca = std::fs::read_to_string(certs.join("ca.crt")).unwrap();
+    let svid = |name: &str| Leaf {
+        cert_pem: std::fs::read_to_string(certs.join(format!("{name}.crt"))).unwrap(),
+        key_pem: std::fs::read_to_string(certs.join(format!("{name}.key"))).unwrap(),
+    };
+    let learner_svid = svid("learner");
+    let r = tls::get(
+        mtls,
+        "localhost",
+        &ca,
+        Some(&learner_svid),
+        "/auth/hello",
+        &[("x-spiffe-id", "spiffe://mesh.local/ns/default/sa/admin")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["headers"]["x-spiffe-id"],
+        "spiffe://mesh.local/ns/default/sa/learner"
+    );
+    let admin_svid = svid("admin");
+    let r = tls::get(
+        mtls,
+        "localhost",
+        &ca,
+        Some(&admin_svid),
+        "/auth/hello",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.status, r.header("x-mesh-rejected-by")),
+        (403, Some("mesh.spiffe_identity"))
+    );
+    let r = tls::get(
+        mtls,
+        "localhost",
+        &ca,
+        Some(&learner_svid),
+        "/learner/x",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 403, "learner may not call itself: only auth may");
+    assert!(
+        tls::get(mtls, "localhost", &ca, None, "/auth/hello", &[])
+            .await
+            .is_err(),
+        "no client certificate, no connection"
     );
 }
