@@ -9,6 +9,7 @@
 #   mesh-circuit-breaker: breaker, classify, config
 #   mesh-retry-budget: budget, config
 #   mesh-spiffe-identity: id, pattern, xfcc, config
+#   mesh-trace-propagation: w3c, baggage, b3, jaeger, grpc_bin, otlp, config
 # i.e. the same set `cargo test -p mesh-kit -p mesh-deadline --lib` runs natively, the proptest
 # properties included (values::parse_never_panics, values::millis_round_trip,
 # route::arbitrary_metadata_bytes_never_panic, budget::the_budget_never_grows_a_deadline and the
@@ -74,4 +75,4 @@ EOF
 export NODE_PATH="$scratch${NODE_PATH:+:$NODE_PATH}"
 
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="$runner"
-cargo test --target wasm32-unknown-unknown -p mesh-kit -p mesh-deadline -p mesh-circuit-breaker -p mesh-retry-budget -p mesh-spiffe-identity --lib "$@"
+cargo test --target wasm32-unknown-unknown -p mesh-kit -p mesh-deadline -p mesh-circuit-breaker -p mesh-retry-budget -p mesh-spiffe-identity -p mesh-trace-propagation --lib "$@"

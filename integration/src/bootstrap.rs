@@ -16,7 +16,8 @@ pub fn stats_config() -> Value {
     json!({
         "stats_tags": [
             {"tag_name": "route", "regex": "(\\.route=([^.;]+))"},
-            {"tag_name": "cluster", "regex": "(\\.cluster=([^.;]+))"}
+            {"tag_name": "cluster", "regex": "(\\.cluster=([^.;]+))"},
+            {"tag_name": "format", "regex": "(\\.format=([^.;]+))"}
         ]
     })
 }

@@ -14,6 +14,8 @@
 //! * [`envoy`]: a real Envoy process started on free ports, killed by PID on drop.
 //! * [`bootstrap`]: Envoy bootstraps for tests (listeners, routes, our wasm filters, clusters).
 //! * [`load`]: open-loop load at a fixed request rate, one connection per request.
+//! * [`otlp_receiver`]: a real OTLP/HTTP trace receiver (`POST /v1/traces`, protobuf) that
+//!   stores every exported span and can be made to answer slowly.
 
 pub mod bootstrap;
 pub mod certs;
@@ -21,5 +23,6 @@ pub mod client;
 pub mod envoy;
 pub mod grpc;
 pub mod load;
+pub mod otlp_receiver;
 pub mod tls;
 pub mod upstream;

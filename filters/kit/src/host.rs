@@ -39,6 +39,19 @@ pub trait Host {
     fn increment_metric(&self, id: u32, delta: i64);
     fn record_metric(&self, id: u32, value: u64);
 
+    /// An HTTP call to a cluster (`headers` must include `:method`, `:path`, `:authority`);
+    /// the token the response will carry, or `None` when the host refused the call.
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: std::time::Duration,
+    ) -> Option<u32>;
+    /// `:status` of the HTTP call response being delivered (inside `on_http_call_response`).
+    fn http_call_status(&self) -> Option<u32>;
+    fn set_tick_period(&self, period: std::time::Duration);
+
     /// Shared data visible to every VM of this plugin: value and its CAS token.
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
     /// Writes `value` when the stored CAS token still equals `cas` (`None`: unconditionally).
@@ -127,6 +140,28 @@ impl Host for Proxy {
 
     fn record_metric(&self, id: u32, value: u64) {
         let _ = hostcalls::record_metric(id, value);
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: std::time::Duration,
+    ) -> Option<u32> {
+        hostcalls::dispatch_http_call(cluster, headers.to_vec(), Some(body), Vec::new(), timeout)
+            .ok()
+    }
+
+    fn http_call_status(&self) -> Option<u32> {
+        hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse().ok())
+    }
+
+    fn set_tick_period(&self, period: std::time::Duration) {
+        let _ = hostcalls::set_tick_period(period);
     }
 
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {

@@ -97,6 +97,19 @@ impl Host for MemoryStore {
     }
     fn increment_metric(&self, _: u32, _: i64) {}
     fn record_metric(&self, _: u32, _: u64) {}
+    fn http_call(
+        &self,
+        _: &str,
+        _: &[(&str, &str)],
+        _: &[u8],
+        _: std::time::Duration,
+    ) -> Option<u32> {
+        None
+    }
+    fn http_call_status(&self) -> Option<u32> {
+        None
+    }
+    fn set_tick_period(&self, _: std::time::Duration) {}
 
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
         match self.data.borrow().get(key) {

@@ -73,6 +73,20 @@ pub trait Stage: Sized + 'static {
     fn on_response_trailers(&self, _cx: &mut Cx<'_, Self>) {}
 
     fn on_log(&self, _cx: &mut Cx<'_, Self>) {}
+
+    /// How often [`Stage::on_tick`] should run in every VM (workers and main thread); `None`:
+    /// never. The adapter uses the shortest period any stage asks for.
+    fn tick_period(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Background work of the root context: never on a request's path.
+    fn on_tick(&self, _host: &dyn Host) {}
+
+    /// The response to an HTTP call this stage made; `false` when the token is not its own.
+    fn on_http_call_response(&self, _host: &dyn Host, _token: u32) -> bool {
+        false
+    }
 }
 
 /// What a stage's hook gets: its effective configuration, its per-request state, the shared
@@ -268,6 +282,9 @@ impl<S: Stage> Slot<S> {
 /// Object-safe face of a [`Slot`] for the adapter's stage list.
 pub trait AnySlot {
     fn name(&self) -> &'static str;
+    fn tick_period(&self) -> Option<std::time::Duration>;
+    fn on_tick(&self, host: &dyn Host);
+    fn on_http_call_response(&self, host: &dyn Host, token: u32) -> bool;
     /// Starts the stage on a request: `None` when it is off for this route.
     fn start(self: Rc<Self>, ex: &mut Exchange) -> Option<Box<dyn Run>>;
 }
@@ -298,6 +315,18 @@ struct RunOf<S: Stage> {
 impl<S: Stage> AnySlot for Slot<S> {
     fn name(&self) -> &'static str {
         S::NAME
+    }
+
+    fn tick_period(&self) -> Option<std::time::Duration> {
+        self.stage.tick_period()
+    }
+
+    fn on_tick(&self, host: &dyn Host) {
+        self.stage.on_tick(host);
+    }
+
+    fn on_http_call_response(&self, host: &dyn Host, token: u32) -> bool {
+        self.stage.on_http_call_response(host, token)
     }
 
     fn start(self: Rc<Self>, ex: &mut Exchange) -> Option<Box<dyn Run>> {
@@ -408,6 +437,9 @@ impl Root {
     pub fn configure(&mut self, bytes: &[u8]) -> Result<(), String> {
         let json = parse_json(bytes).map_err(|e| e.line(self.name))?;
         let slots = (self.factory)(&json, &*self.host).map_err(|e| e.line(self.name))?;
+        if let Some(period) = slots.iter().filter_map(|s| s.tick_period()).min() {
+            self.host.set_tick_period(period);
+        }
         self.slots = Rc::from(slots);
         Ok(())
     }
@@ -421,9 +453,29 @@ impl Root {
     }
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        _body_size: usize,
+        _num_trailers: usize,
+    ) {
+        for slot in self.slots.iter() {
+            if slot.on_http_call_response(&*self.host, token_id) {
+                return;
+            }
+        }
+    }
+}
 
 impl RootContext for Root {
+    fn on_tick(&mut self) {
+        for slot in self.slots.iter() {
+            slot.on_tick(&*self.host);
+        }
+    }
+
     fn on_configure(&mut self, _size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         match self.configure(&bytes) {

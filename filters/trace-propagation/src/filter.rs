@@ -1,0 +1,530 @@
+//! The trace-propagation stage: the adapter-facing table of contents of the filter.
+//!
+//! Request headers: extract the first valid context among the configured formats (an invalid
+//! one is counted and the next format tried); with none, start a trace (random 128-bit trace id,
+//! sampled by `sampling_ratio`, W3C random flag set). Give this hop a new span id, remove the
+//! propagation headers of every format in play and write the context in every injected format
+//! (the incoming span becomes the parent). tracestate passes through, limited, next to a kept
+//! traceparent; baggage is limited. Response headers: `traceresponse` / `server-timing`.
+//! End of stream: with `export`, a SERVER span per sampled request goes into a per-VM queue that
+//! `on_tick` sends to the collector as OTLP/HTTP — never on a request's path.
+
+use crate::config::{Config, Export, ResponseHeader};
+use crate::formats::{self, Format, Sampling, SpanContext, SpanId, TraceId};
+use crate::otlp::{encode_export_request, AttrValue, FinishedSpan};
+use mesh_kit::host::{le_u64, Host, MetricKind};
+use mesh_kit::metrics::Stat;
+use mesh_kit::stage::{Cx, Flow, OnInvalid, Stage};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::time::{Duration, UNIX_EPOCH};
+
+pub const CONFIG_ERROR: usize = 0;
+
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+const BAGGAGE: &str = "baggage";
+const B3: &str = "b3";
+const B3_MULTI: [&str; 5] = [
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+];
+const JAEGER: &str = "uber-trace-id";
+const GRPC_TRACE_BIN: &str = "grpc-trace-bin";
+
+/// Root-level metrics, defined once per root context.
+struct Metrics {
+    extracted: Vec<(Format, Option<u32>)>,
+    started: Option<u32>,
+    invalid: Option<u32>,
+    baggage_dropped: Option<u32>,
+    spans_exported: Option<u32>,
+    spans_dropped: Option<u32>,
+    export_failed: Option<u32>,
+}
+
+impl Metrics {
+    fn define(host: &dyn Host) -> Metrics {
+        let c = |name: &str| {
+            host.define_metric(
+                MetricKind::Counter,
+                &format!("mesh.trace_propagation.{name}"),
+            )
+        };
+        let formats = [
+            Format::W3c,
+            Format::B3,
+            Format::B3Multi,
+            Format::Jaeger,
+            Format::GrpcTraceBin,
+        ];
+        Metrics {
+            extracted: formats
+                .iter()
+                .map(|f| (*f, c(&format!("extracted.format={}", f.name()))))
+                .collect(),
+            started: c("started"),
+            invalid: c("invalid"),
+            baggage_dropped: c("baggage_dropped"),
+            spans_exported: c("spans_exported"),
+            spans_dropped: c("spans_dropped"),
+            export_failed: c("export_failed"),
+        }
+    }
+
+    fn add(host: &dyn Host, id: Option<u32>, n: u64) {
+        if let (Some(id), true) = (id, n > 0) {
+            host.increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// The spans of this VM waiting for the collector, and the export call in flight.
+struct Exporter {
+    config: Export,
+    queue: RefCell<VecDeque<FinishedSpan>>,
+    in_flight: Cell<Option<(u32, u64)>>,
+}
+
+pub struct TracePropagation {
+    metrics: Metrics,
+    exporter: Option<Exporter>,
+}
+
+/// This hop, as the request carries it.
+#[derive(Default)]
+pub struct State {
+    hop: Option<Hop>,
+}
+
+struct Hop {
+    context: SpanContext,
+    parent: Option<SpanId>,
+    trace_state: String,
+    start_unix_nano: u64,
+    method: String,
+    path: String,
+}
+
+impl Stage for TracePropagation {
+    const NAME: &'static str = "mesh.trace_propagation";
+    const STATS: &'static [Stat] = &[Stat::counter("config_error")];
+    const CONFIG_ERROR: usize = CONFIG_ERROR;
+
+    type Config = Config;
+    type Request = State;
+
+    fn new(config: &Config, host: &dyn Host) -> Self {
+        let exporter = config.export.clone().map(|config| Exporter {
+            config,
+            queue: RefCell::new(VecDeque::new()),
+            in_flight: Cell::new(None),
+        });
+        TracePropagation {
+            metrics: Metrics::define(host),
+            exporter,
+        }
+    }
+
+    /// Fail open: a route whose metadata is broken passes its trace headers untouched (the
+    /// adapter has counted `config_error` and logged the route and the error).
+    fn on_invalid_route_config(&self) -> OnInvalid {
+        OnInvalid::Skip
+    }
+
+    fn on_request_headers(&self, cx: &mut Cx<'_, Self>) -> Flow {
+        let host = cx.ex.host();
+        let (found, invalid, hint) = extract(cx);
+        Metrics::add(host, self.metrics.invalid, invalid);
+        let (mut context, parent, trace_state) = match found {
+            Some((format, context, trace_state)) => {
+                let id = self
+                    .metrics
+                    .extracted
+                    .iter()
+                    .find(|(f, _)| *f == format)
+                    .and_then(|(_, id)| *id);
+                Metrics::add(host, id, 1);
+                (context, Some(context.span_id), trace_state)
+            }
+            None => {
+                Metrics::add(host, self.metrics.started, 1);
+                let sampled = match hint {
+                    Some(s) => s,
+                    None => random_ratio() < cx.config.sampling_ratio.get(),
+                };
+                let context = SpanContext {
+                    trace_id: TraceId(nonzero(random_bytes())),
+                    span_id: SpanId([0; 8]),
+                    sampling: if sampled {
+                        Sampling::Sampled
+                    } else {
+                        Sampling::NotSampled
+                    },
+                    debug: false,
+                    random: true,
+                };
+                (context, None, String::new())
+            }
+        };
+        if context.sampling == Sampling::Deferred {
+            context.sampling = if random_ratio() < cx.config.sampling_ratio.get() {
+                Sampling::Sampled
+            } else {
+                Sampling::NotSampled
+            };
+        }
+        context.span_id = SpanId(nonzero(random_bytes()));
+
+        remove_headers(cx);
+        inject(cx, &context, parent, &trace_state);
+        if let Some(b) = cx.ex.header(BAGGAGE).map(str::to_string) {
+            let (kept, dropped) = formats::limit_baggage(&b);
+            Metrics::add(
+                cx.ex.host(),
+                self.metrics.baggage_dropped,
+                u64::from(dropped),
+            );
+            if dropped > 0 {
+                if kept.is_empty() {
+                    cx.ex.remove_header(BAGGAGE);
+                } else {
+                    cx.ex.set_header(BAGGAGE, &kept);
+                }
+            }
+        }
+        let start_unix_nano = cx
+            .ex
+            .property(&["request", "time"])
+            .as_deref()
+            .and_then(le_u64)
+            .unwrap_or_else(|| now_nanos(cx.ex.host()));
+        let method = cx.ex.header(":method").unwrap_or_default().to_string();
+        let path = cx.ex.header(":path").unwrap_or_default();
+        let path = path
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        cx.state.hop = Some(Hop {
+            context,
+            parent,
+            trace_state,
+            start_unix_nano,
+            method,
+            path,
+        });
+        Flow::Continue
+    }
+
+    fn on_response_headers(&self, cx: &mut Cx<'_, Self>) {
+        let Some(hop) = &cx.state.hop else { return };
+        let traceparent = formats::format_traceparent(&hop.context);
+        for h in &cx.config.response_headers {
+            match h {
+                ResponseHeader::TraceResponse => {
+                    cx.ex.set_response_header("traceresponse", &traceparent)
+                }
+                ResponseHeader::ServerTiming => {
+                    let entry = format!("trace;desc=\"{traceparent}\"");
+                    let value = match cx.ex.response_header("server-timing") {
+                        Some(existing) if !existing.is_empty() => format!("{existing}, {entry}"),
+                        _ => entry,
+                    };
+                    cx.ex.set_response_header("server-timing", &value);
+                }
+            }
+        }
+    }
+
+    fn on_log(&self, cx: &mut Cx<'_, Self>) {
+        let (Some(exporter), Some(hop)) = (&self.exporter, cx.state.hop.take()) else {
+            return;
+        };
+        let sampled = hop.context.sampling == Sampling::Sampled || hop.context.debug;
+        if !sampled {
+            return;
+        }
+        let name = cx.ex.route().to_string();
+        let host = cx.ex.host();
+        let code = cx
+            .ex
+            .property(&["response", "code"])
+            .as_deref()
+            .and_then(le_u64)
+            .unwrap_or(0);
+        let mut attributes = vec![
+            (
+                "http.request.method".to_string(),
+                AttrValue::Str(hop.method),
+            ),
+            ("url.path".to_string(), AttrValue::Str(hop.path)),
+            (
+                "http.response.status_code".to_string(),
+                AttrValue::Int(i64::try_from(code).unwrap_or(0)),
+            ),
+        ];
+        if cx.ex.is_grpc() {
+            if let Some(g) = cx
+                .ex
+                .property(&["response", "grpc_status"])
+                .as_deref()
+                .and_then(le_u64)
+            {
+                attributes.push((
+                    "rpc.grpc.status_code".to_string(),
+                    AttrValue::Int(i64::try_from(g).unwrap_or(0)),
+                ));
+            }
+        }
+        if let Some(cluster) = cx
+            .ex
+            .property(&["xds", "cluster_name"])
+            .and_then(|b| String::from_utf8(b).ok())
+        {
+            attributes.push(("upstream_cluster".to_string(), AttrValue::Str(cluster)));
+        }
+        let span = FinishedSpan {
+            trace_id: hop.context.trace_id.0,
+            span_id: hop.context.span_id.0,
+            parent_span_id: hop.parent.map(|p| p.0),
+            trace_state: hop.trace_state,
+            name,
+            kind_server: true,
+            start_unix_nano: hop.start_unix_nano,
+            end_unix_nano: now_nanos(host).max(hop.start_unix_nano),
+            attributes,
+            error: code >= 500,
+        };
+        let mut queue = exporter.queue.borrow_mut();
+        if queue.len() >= exporter.config.max_queue as usize {
+            queue.pop_front();
+            Metrics::add(host, self.metrics.spans_dropped, 1);
+        }
+        queue.push_back(span);
+    }
+
+    fn tick_period(&self) -> Option<Duration> {
+        self.exporter
+            .as_ref()
+            .map(|e| e.config.flush_interval.get())
+    }
+
+    /// Sends one batch when none is in flight: a slow collector only makes the queue grow (and
+    /// drop its oldest spans), never a request wait.
+    fn on_tick(&self, host: &dyn Host) {
+        let Some(exporter) = &self.exporter else {
+            return;
+        };
+        if exporter.in_flight.get().is_some() {
+            return;
+        }
+        let batch: Vec<FinishedSpan> = {
+            let mut queue = exporter.queue.borrow_mut();
+            let n = queue.len().min(exporter.config.max_batch as usize);
+            queue.drain(..n).collect()
+        };
+        if batch.is_empty() {
+            return;
+        }
+        let e = &exporter.config;
+        let body = encode_export_request(&e.service_name, env!("CARGO_PKG_VERSION"), &batch);
+        let authority = e.authority.clone().unwrap_or_else(|| e.cluster.clone());
+        let headers = [
+            (":method", "POST"),
+            (":path", e.path.as_str()),
+            (":authority", authority.as_str()),
+            ("content-type", "application/x-protobuf"),
+        ];
+        let n = batch.len() as u64;
+        match host.http_call(&e.cluster, &headers, &body, Duration::from_secs(5)) {
+            Some(token) => exporter.in_flight.set(Some((token, n))),
+            None => {
+                Metrics::add(host, self.metrics.export_failed, 1);
+                Metrics::add(host, self.metrics.spans_dropped, n);
+            }
+        }
+    }
+
+    fn on_http_call_response(&self, host: &dyn Host, token: u32) -> bool {
+        let Some(exporter) = &self.exporter else {
+            return false;
+        };
+        let Some((mine, n)) = exporter.in_flight.get() else {
+            return false;
+        };
+        if mine != token {
+            return false;
+        }
+        exporter.in_flight.set(None);
+        match host.http_call_status() {
+            Some(200..=299) => Metrics::add(host, self.metrics.spans_exported, n),
+            status => {
+                Metrics::add(host, self.metrics.export_failed, 1);
+                Metrics::add(host, self.metrics.spans_dropped, n);
+                log::warn!(
+                    "{}: OTLP export of {n} spans failed (status {status:?})",
+                    Self::NAME
+                );
+            }
+        }
+        true
+    }
+}
+
+type Found = (Format, SpanContext, String);
+
+/// The first valid context among the formats to extract, the number of invalid ones seen
+/// before it, and a sampling decision carried without a context (`b3: 0`).
+fn extract(cx: &Cx<'_, TracePropagation>) -> (Option<Found>, u64, Option<bool>) {
+    let ex = &cx.ex;
+    let mut invalid = 0;
+    let mut hint = None;
+    for format in &cx.config.extract {
+        let parsed = match format {
+            Format::W3c => ex.header(TRACEPARENT).map(|v| {
+                formats::parse_traceparent(v).map(|c| {
+                    let ts = ex
+                        .header(TRACESTATE)
+                        .and_then(|t| formats::TraceState::parse(t).ok())
+                        .map(|t| t.limited().0)
+                        .unwrap_or_default();
+                    (c, ts)
+                })
+            }),
+            Format::B3 => ex.header(B3).map(|v| match formats::parse_b3(v) {
+                Ok(b3) => match b3.context() {
+                    Some(c) => Ok((c, String::new())),
+                    None => {
+                        hint = b3.sampled();
+                        Err(formats::Invalid("sampling only"))
+                    }
+                },
+                Err(e) => Err(e),
+            }),
+            Format::B3Multi => ex.header(B3_MULTI[0]).map(|_| {
+                formats::parse_b3_multi(|n| ex.header(n)).and_then(|b3| {
+                    b3.context()
+                        .map(|c| (c, String::new()))
+                        .ok_or(formats::Invalid("no trace id"))
+                })
+            }),
+            Format::Jaeger => ex
+                .header(JAEGER)
+                .map(|v| formats::parse_uber_trace_id(v).map(|c| (c, String::new()))),
+            Format::GrpcTraceBin => ex
+                .header(GRPC_TRACE_BIN)
+                .map(|v| formats::parse_grpc_trace_bin(v).map(|c| (c, String::new()))),
+        };
+        match parsed {
+            Some(Ok((context, trace_state))) => {
+                return (Some((*format, context, trace_state)), invalid, hint)
+            }
+            Some(Err(formats::Invalid("sampling only"))) => {}
+            Some(Err(_)) => invalid += 1,
+            None => {}
+        }
+    }
+    (None, invalid, hint)
+}
+
+/// Removes the propagation headers of every format extracted or injected, so the upstream never
+/// sees a stale parent in a format this hop did not rewrite.
+fn remove_headers(cx: &mut Cx<'_, TracePropagation>) {
+    let formats: Vec<Format> = cx
+        .config
+        .extract
+        .iter()
+        .chain(cx.config.inject.iter())
+        .copied()
+        .collect();
+    for f in formats {
+        match f {
+            Format::W3c => {
+                cx.ex.remove_header(TRACEPARENT);
+                cx.ex.remove_header(TRACESTATE);
+            }
+            Format::B3 | Format::B3Multi => {
+                cx.ex.remove_header(B3);
+                for h in B3_MULTI {
+                    cx.ex.remove_header(h);
+                }
+            }
+            Format::Jaeger => cx.ex.remove_header(JAEGER),
+            Format::GrpcTraceBin => cx.ex.remove_header(GRPC_TRACE_BIN),
+        }
+    }
+}
+
+fn inject(
+    cx: &mut Cx<'_, TracePropagation>,
+    context: &SpanContext,
+    parent: Option<SpanId>,
+    trace_state: &str,
+) {
+    let inject = cx.config.inject.clone();
+    for f in inject {
+        match f {
+            Format::W3c => {
+                cx.ex
+                    .set_header(TRACEPARENT, &formats::format_traceparent(context));
+                if !trace_state.is_empty() {
+                    cx.ex.set_header(TRACESTATE, trace_state);
+                }
+            }
+            Format::B3 => cx.ex.set_header(B3, &formats::format_b3(context, parent)),
+            Format::B3Multi => {
+                for (name, value) in formats::format_b3_multi(context, parent) {
+                    cx.ex.set_header(name, &value);
+                }
+            }
+            Format::Jaeger => cx
+                .ex
+                .set_header(JAEGER, &formats::format_uber_trace_id(context, parent)),
+            Format::GrpcTraceBin => cx
+                .ex
+                .set_header(GRPC_TRACE_BIN, &formats::format_grpc_trace_bin(context)),
+        }
+    }
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    if getrandom::fill(&mut b).is_err() {
+        // No entropy source: still unique enough per process from the clock.
+        let t = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(1);
+        for (i, byte) in b.iter_mut().enumerate() {
+            *byte = (t >> ((i % 16) * 8)) as u8 ^ (i as u8).wrapping_mul(151);
+        }
+    }
+    b
+}
+
+/// A span or trace id is never all zero (it would be invalid in every format).
+fn nonzero<const N: usize>(mut b: [u8; N]) -> [u8; N] {
+    if b.iter().all(|x| *x == 0) {
+        if let Some(last) = b.last_mut() {
+            *last = 1;
+        }
+    }
+    b
+}
+
+/// Uniform in [0, 1).
+fn random_ratio() -> f64 {
+    let r = u64::from_le_bytes(random_bytes());
+    (r >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn now_nanos(host: &dyn Host) -> u64 {
+    host.now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
