@@ -23,6 +23,7 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
+use crate::bootstrap::TlsFiles;
 use crate::client::Result;
 
 /// How long issued certificates stay valid (counted from now).
@@ -211,4 +212,62 @@ fn write_file(path: &Path, contents: &str, private: bool) -> Result<()> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     }
     Ok(())
+}
+
+/// The TLS server name of Envoy in the mTLS tests.
+pub const SERVER_NAME: &str = "envoy.mesh.local";
+/// Envoy's own SPIFFE ID in the mTLS tests.
+pub const ENVOY_ID: &str = "spiffe://mesh.local/ns/default/sa/envoy";
+
+/// A CA, Envoy's certificate (server and client), and a way to issue client SVIDs.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca: Ca,
+    /// Envoy's files: the CA, its certificate (server for [`SERVER_NAME`], client for [`ENVOY_ID`]) and key.
+    pub envoy: TlsFiles,
+}
+
+impl Pki {
+    /// A fresh PKI in a temporary directory named after `tag` (removed on drop).
+    pub fn new(tag: &str) -> Result<Pki> {
+        let dir = std::env::temp_dir().join(format!("mesh-pki-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let ca = Ca::new("mesh.local test CA")?;
+        let ca_file = ca.write(&dir)?;
+        let leaf = ca.issue(&LeafSpec {
+            common_name: "envoy".into(),
+            uris: vec![ENVOY_ID.into()],
+            dns: vec![SERVER_NAME.into()],
+            server: true,
+            client: true,
+        })?;
+        let (cert, key) = write_pem_files(&dir, "envoy", &leaf)?;
+        Ok(Pki {
+            dir,
+            ca,
+            envoy: TlsFiles {
+                ca: ca_file,
+                cert,
+                key,
+            },
+        })
+    }
+
+    /// A client certificate with these URI SANs, byte for byte.
+    pub fn client(&self, uris: &[&str]) -> Result<Leaf> {
+        self.ca.issue(&LeafSpec {
+            common_name: "client".into(),
+            uris: uris.iter().map(|u| u.to_string()).collect(),
+            dns: vec![],
+            server: false,
+            client: true,
+        })
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

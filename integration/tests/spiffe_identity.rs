@@ -12,77 +12,19 @@
 use bytes::Bytes;
 use mesh_integration::bootstrap::{
     bootstrap, cluster, listener, route, wasm_filter, with_metadata, with_mtls, with_upstream_tls,
-    TlsFiles,
 };
-use mesh_integration::certs::{write_pem_files, Ca, Leaf, LeafSpec};
+use mesh_integration::certs::{Leaf, Pki, ENVOY_ID, SERVER_NAME};
 use mesh_integration::client::{self, Proto};
 use mesh_integration::envoy::{wasm, Envoy};
 use mesh_integration::tls;
 use mesh_integration::upstream::{self, Upstream};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 const FILTER: &str = "mesh.spiffe_identity";
-const SERVER_NAME: &str = "envoy.mesh.local";
-const ENVOY_ID: &str = "spiffe://mesh.local/ns/default/sa/envoy";
 
 fn sa(name: &str) -> String {
     format!("spiffe://mesh.local/ns/default/sa/{name}")
-}
-
-/// A CA, Envoy's certificate (server and client), and a way to issue client SVIDs.
-struct Pki {
-    dir: PathBuf,
-    ca: Ca,
-    envoy: TlsFiles,
-}
-
-impl Pki {
-    fn new(tag: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!("mesh-spiffe-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca = Ca::new("mesh.local test CA").unwrap();
-        let ca_file = ca.write(&dir).unwrap();
-        let leaf = ca
-            .issue(&LeafSpec {
-                common_name: "envoy".into(),
-                uris: vec![ENVOY_ID.into()],
-                dns: vec![SERVER_NAME.into()],
-                server: true,
-                client: true,
-            })
-            .unwrap();
-        let (cert, key) = write_pem_files(&dir, "envoy", &leaf).unwrap();
-        Pki {
-            dir,
-            ca,
-            envoy: TlsFiles {
-                ca: ca_file,
-                cert,
-                key,
-            },
-        }
-    }
-
-    fn client(&self, uris: &[&str]) -> Leaf {
-        self.ca
-            .issue(&LeafSpec {
-                common_name: "client".into(),
-                uris: uris.iter().map(|u| u.to_string()).collect(),
-                dns: vec![],
-                server: false,
-                client: true,
-            })
-            .unwrap()
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn identity_filter(config: Value) -> Value {
@@ -166,13 +108,13 @@ async fn get(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_mesh_rules_admit_every_allowed_pair_and_refuse_every_other() {
-    let pki = Pki::new("matrix");
+    let pki = Pki::new("matrix").unwrap();
     let svc = demo("mesh").await;
     let envoy = start_mesh(&pki, json!({}), mesh_routes(), svc.addr());
     let callers = [
-        ("auth", pki.client(&[&sa("auth")])),
-        ("learner", pki.client(&[&sa("learner")])),
-        ("events", pki.client(&[&sa("events")])),
+        ("auth", pki.client(&[&sa("auth")]).unwrap()),
+        ("learner", pki.client(&[&sa("learner")]).unwrap()),
+        ("events", pki.client(&[&sa("events")]).unwrap()),
     ];
     let allowed = |caller: &str, route: &str| match route {
         "auth" => caller == "learner" || caller == "events",
@@ -262,11 +204,11 @@ async fn the_demo_mesh_rules_admit_every_allowed_pair_and_refuse_every_other() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forged_x_spiffe_id_never_reaches_an_upstream() {
-    let pki = Pki::new("forged");
+    let pki = Pki::new("forged").unwrap();
     let svc = demo("mesh").await;
     let envoy = start_mesh(&pki, json!({}), mesh_routes(), svc.addr());
     let forged = [("x-spiffe-id", "spiffe://mesh.local/ns/default/sa/admin")];
-    let learner = pki.client(&[&sa("learner")]);
+    let learner = pki.client(&[&sa("learner")]).unwrap();
     let r = get(&envoy, &pki, Some(&learner), "/auth/x", &forged).await;
     assert_eq!(r.status, 200);
     let seen: Vec<String> = svc.requests()[0]
@@ -304,7 +246,7 @@ async fn a_forged_x_spiffe_id_never_reaches_an_upstream() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn broken_identities_are_refused_as_unauthenticated() {
-    let pki = Pki::new("broken");
+    let pki = Pki::new("broken").unwrap();
     let svc = demo("mesh").await;
     let envoy = start_mesh(&pki, json!({}), mesh_routes(), svc.addr());
     let long = format!(
@@ -337,7 +279,9 @@ async fn broken_identities_are_refused_as_unauthenticated() {
         ("a 2049-byte ID", vec![long]),
     ];
     for (what, uris) in &cases {
-        let leaf = pki.client(&uris.iter().map(String::as_str).collect::<Vec<_>>());
+        let leaf = pki
+            .client(&uris.iter().map(String::as_str).collect::<Vec<_>>())
+            .unwrap();
         let r = get(&envoy, &pki, Some(&leaf), "/events/x", &[]).await;
         assert_eq!(
             (r.status, r.json()["error"].as_str()),
@@ -385,7 +329,7 @@ async fn broken_identities_are_refused_as_unauthenticated() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn behind_a_front_envoy_the_back_authorizes_the_original_client_and_only_trusted_xfcc() {
-    let pki = Pki::new("xfcc");
+    let pki = Pki::new("xfcc").unwrap();
     let svc = demo("learner").await;
     let back_config =
         json!({"source": "xfcc", "xfcc_trusted_by": [ENVOY_ID], "allow": [sa("learner")]});
@@ -420,7 +364,7 @@ async fn behind_a_front_envoy_the_back_authorizes_the_original_client_and_only_t
     let front = Envoy::start(&bootstrap(vec![front_listener], vec![back_cluster])).unwrap();
     let ca = pki.ca.cert_pem();
 
-    let learner = pki.client(&[&sa("learner")]);
+    let learner = pki.client(&[&sa("learner")]).unwrap();
     let r = tls::request(
         front.listener("front"),
         SERVER_NAME,
@@ -440,7 +384,7 @@ async fn behind_a_front_envoy_the_back_authorizes_the_original_client_and_only_t
         Some(sa("learner").as_str())
     );
 
-    let auth = pki.client(&[&sa("auth")]);
+    let auth = pki.client(&[&sa("auth")]).unwrap();
     let r = tls::request(
         front.listener("front"),
         SERVER_NAME,
@@ -507,10 +451,10 @@ async fn behind_a_front_envoy_the_back_authorizes_the_original_client_and_only_t
 
 #[tokio::test(flavor = "multi_thread")]
 async fn audit_mode_lets_a_disallowed_request_through_logs_it_and_counts_it() {
-    let pki = Pki::new("audit");
+    let pki = Pki::new("audit").unwrap();
     let svc = demo("auth").await;
     let envoy = start_mesh(&pki, json!({"mode": "audit"}), mesh_routes(), svc.addr());
-    let auth = pki.client(&[&sa("auth")]);
+    let auth = pki.client(&[&sa("auth")]).unwrap();
     let r = get(&envoy, &pki, Some(&auth), "/auth/x", &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(
@@ -531,7 +475,7 @@ async fn audit_mode_lets_a_disallowed_request_through_logs_it_and_counts_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_route_metadata_fails_closed_and_is_counted() {
-    let pki = Pki::new("closed");
+    let pki = Pki::new("closed").unwrap();
     let svc = demo("auth").await;
     let routes = vec![with_metadata(
         route("broken", "/", "svc"),
@@ -544,7 +488,7 @@ async fn invalid_route_metadata_fails_closed_and_is_counted() {
         routes,
         svc.addr(),
     );
-    let learner = pki.client(&[&sa("learner")]);
+    let learner = pki.client(&[&sa("learner")]).unwrap();
     let r = get(&envoy, &pki, Some(&learner), "/x", &[]).await;
     assert_eq!(
         (r.status, r.json()["error"].as_str()),

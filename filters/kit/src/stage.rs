@@ -598,3 +598,21 @@ macro_rules! export_stage {
         }}
     };
 }
+
+/// The wasm entry point of a filter whose stages a factory builds from the configuration (the
+/// suite):
+///
+/// ```ignore
+/// mesh_kit::export_filter!("mesh", crate::factory);
+/// ```
+#[macro_export]
+macro_rules! export_filter {
+    ($name:expr, $factory:path) => {
+        fn __mesh_new_root(_context_id: u32) -> Box<dyn $crate::proxy_wasm::traits::RootContext> {
+            $crate::stage::root($name, $factory)
+        }
+        $crate::proxy_wasm::main! {{
+            $crate::stage::install(__mesh_new_root);
+        }}
+    };
+}

@@ -1,0 +1,171 @@
+//! `mesh_filters.wasm`: the five mesh filters as one Envoy HTTP filter, root_id `mesh`.
+//!
+//! One HttpContext runs the stages in the order spiffe-identity → circuit-breaker → deadline →
+//! retry-budget → trace-propagation over one [`mesh_kit::stage::Exchange`]: the request headers
+//! are read once, the route name once, and each stage's per-route configuration is decoded once
+//! per route and cached. The plugin configuration has one optional section per stage, named
+//! after it; a stage without a section is off:
+//!
+//! ```json
+//! {"deadline": {"timeout": "5s"}, "circuit_breaker": {}, "trace_propagation": {"inject": ["w3c", "b3"]}}
+//! ```
+//!
+//! Each section is exactly that filter's standalone configuration, and per-route overrides stay
+//! in route metadata under each stage's own key (`mesh.deadline`, ...), so a route configuration
+//! works the same with the suite and with the single filters.
+
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+use mesh_circuit_breaker::filter::CircuitBreaker;
+use mesh_deadline::filter::Deadline;
+use mesh_kit::config::ConfigError;
+use mesh_kit::host::Host;
+use mesh_kit::stage::{AnySlot, Slot, Stage};
+use mesh_retry_budget::filter::RetryBudget;
+use mesh_spiffe_identity::filter::SpiffeIdentity;
+use mesh_trace_propagation::filter::TracePropagation;
+use serde_json::Value;
+use std::rc::Rc;
+
+/// The suite's name in log lines, its root_id.
+pub const NAME: &str = "mesh";
+
+/// The configuration sections, in the order the stages run.
+pub const SECTIONS: [&str; 5] = [
+    "spiffe_identity",
+    "circuit_breaker",
+    "deadline",
+    "retry_budget",
+    "trace_propagation",
+];
+
+/// Builds the stages that have a section, in [`SECTIONS`] order; an unknown section or an
+/// invalid one is an error naming `<section>.<field>`.
+pub fn factory(json: &Value, host: &dyn Host) -> Result<Vec<Rc<dyn AnySlot>>, ConfigError> {
+    let Value::Object(sections) = json else {
+        return Err(ConfigError::new(
+            "",
+            Some(json),
+            "the configuration must be a JSON object with one section per stage",
+        ));
+    };
+    if let Some(unknown) = sections.keys().find(|k| !SECTIONS.contains(&k.as_str())) {
+        return Err(ConfigError::new(
+            unknown.as_str(),
+            None,
+            format!("unknown section; the stages are {}", SECTIONS.join(", ")),
+        ));
+    }
+    let mut slots: Vec<Rc<dyn AnySlot>> = Vec::new();
+    add::<SpiffeIdentity>(&mut slots, json, "spiffe_identity", host)?;
+    add::<CircuitBreaker>(&mut slots, json, "circuit_breaker", host)?;
+    add::<Deadline>(&mut slots, json, "deadline", host)?;
+    add::<RetryBudget>(&mut slots, json, "retry_budget", host)?;
+    add::<TracePropagation>(&mut slots, json, "trace_propagation", host)?;
+    if slots.is_empty() {
+        log::warn!("{NAME}: no stage configured: every request passes untouched");
+    }
+    Ok(slots)
+}
+
+fn add<S: Stage>(
+    slots: &mut Vec<Rc<dyn AnySlot>>,
+    json: &Value,
+    section: &str,
+    host: &dyn Host,
+) -> Result<(), ConfigError> {
+    let Some(config) = json.get(section) else {
+        return Ok(());
+    };
+    if !config.is_object() {
+        return Err(ConfigError::new(
+            section,
+            Some(config),
+            "a stage's section must be an object ({} to use its defaults)",
+        ));
+    }
+    let slot = Slot::<S>::configure(config, host).map_err(|e| e.within(section))?;
+    slots.push(Rc::new(slot));
+    Ok(())
+}
+
+#[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code)]
+mod entry {
+    mesh_kit::export_filter!(crate::NAME, crate::factory);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_kit::shared::MemoryStore;
+    use serde_json::json;
+
+    fn names(json: Value) -> Result<Vec<&'static str>, String> {
+        factory(&json, &MemoryStore::default())
+            .map(|slots| slots.iter().map(|s| s.name()).collect())
+            .map_err(|e| e.line(NAME))
+    }
+
+    #[test]
+    fn stages_run_in_the_fixed_order_whatever_the_section_order() {
+        let all = json!({
+            "trace_propagation": {}, "retry_budget": {}, "deadline": {"timeout": "1s"},
+            "circuit_breaker": {}, "spiffe_identity": {"allow": ["spiffe://td/**"]}
+        });
+        assert_eq!(
+            names(all).unwrap(),
+            [
+                "mesh.spiffe_identity",
+                "mesh.circuit_breaker",
+                "mesh.deadline",
+                "mesh.retry_budget",
+                "mesh.trace_propagation"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stage_without_a_section_is_off() {
+        assert_eq!(
+            names(json!({"deadline": {"timeout": "2s"}})).unwrap(),
+            ["mesh.deadline"]
+        );
+        assert_eq!(
+            names(json!({"circuit_breaker": {}})).unwrap(),
+            ["mesh.circuit_breaker"]
+        );
+        assert!(names(json!({})).unwrap().is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_section_and_the_field() {
+        let e = names(json!({"deadline": {"timeout": "soon"}})).unwrap_err();
+        assert!(
+            e.starts_with("mesh: invalid configuration: field `deadline.timeout`"),
+            "{e}"
+        );
+        let e = names(json!({"retry_budget": {"retry_ratio": 2}})).unwrap_err();
+        assert!(e.contains("`retry_budget.retry_ratio`"), "{e}");
+        let e = names(json!({"deadlines": {}})).unwrap_err();
+        assert!(
+            e.contains("`deadlines`") && e.contains("unknown section"),
+            "{e}"
+        );
+        let e = names(json!({"deadline": true})).unwrap_err();
+        assert!(
+            e.contains("`deadline`") && e.contains("must be an object"),
+            "{e}"
+        );
+        let e = names(json!([1])).unwrap_err();
+        assert!(e.contains("JSON object"), "{e}");
+    }
+}

@@ -1,0 +1,231 @@
+//! The suite end to end: `mesh_filters.wasm` (root_id `mesh`) in a real Envoy behind an mTLS
+//! listener, every stage configured in one plugin configuration, per-route overrides in the same
+//! route metadata the single filters read.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use mesh_integration::bootstrap::{
+    bootstrap, cluster, listener, route, wasm_filter, with_metadata, with_mtls,
+};
+use mesh_integration::certs::{Leaf, Pki, SERVER_NAME};
+use mesh_integration::client::{self, Proto};
+use mesh_integration::envoy::{wasm, Envoy};
+use mesh_integration::tls;
+use mesh_integration::upstream::{self, Upstream};
+use mesh_trace_propagation::formats;
+use serde_json::{json, Value};
+
+fn sa(name: &str) -> String {
+    format!("spiffe://mesh.local/ns/default/sa/{name}")
+}
+
+fn suite(config: &Value) -> Value {
+    wasm_filter("mesh", &wasm("mesh_filters").unwrap(), config)
+}
+
+fn everything() -> Value {
+    json!({
+        "spiffe_identity": {"allow": [sa("learner")]},
+        "circuit_breaker": {"consecutive_failures": 3, "open_duration": "60s"},
+        "deadline": {"timeout": "2s"},
+        "retry_budget": {"max_retries": 2, "retry_on": "5xx"},
+        "trace_propagation": {"inject": ["w3c", "b3"], "response_headers": ["traceresponse"]}
+    })
+}
+
+async fn demo() -> Upstream {
+    upstream::spawn("orders", "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+struct Mesh {
+    envoy: Envoy,
+    pki: Pki,
+}
+
+impl Mesh {
+    fn start(tag: &str, config: &Value, routes: Vec<Value>, svc: &Upstream) -> Mesh {
+        let pki = Pki::new(tag).unwrap();
+        let mtls = with_mtls(
+            listener("mtls", routes, vec![suite(config)]),
+            &pki.envoy,
+            false,
+            "SANITIZE_SET",
+        );
+        let envoy = Envoy::start(&bootstrap(
+            vec![mtls],
+            vec![cluster("svc", svc.addr(), true)],
+        ))
+        .unwrap();
+        Mesh { envoy, pki }
+    }
+
+    async fn get(&self, who: &Leaf, path: &str) -> client::Response {
+        tls::request(
+            self.envoy.listener("mtls"),
+            SERVER_NAME,
+            &self.pki.ca.cert_pem(),
+            Some(who),
+            Proto::Http1,
+            "GET",
+            path,
+            &[],
+            None,
+        )
+        .await
+        .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_stage_acts_in_one_filter_and_route_metadata_works_as_with_single_filters() {
+    let svc = demo().await;
+    let routes = vec![
+        with_metadata(
+            route("orders", "/orders", "svc"),
+            "mesh.deadline",
+            json!({"timeout": "300ms"}),
+        ),
+        with_metadata(
+            route("admin", "/admin", "svc"),
+            "mesh.spiffe_identity",
+            json!({"allow": [sa("admin")]}),
+        ),
+        route("flaky", "/", "svc"),
+    ];
+    let mesh = Mesh::start("suite-all", &everything(), routes, &svc);
+    let learner = mesh.pki.client(&[&sa("learner")]).unwrap();
+    let admin = mesh.pki.client(&[&sa("admin")]).unwrap();
+
+    // Allowed: every stage wrote what it writes, in one pass.
+    let r = mesh.get(&learner, "/orders/1").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rec = &svc.requests()[0];
+    assert_eq!(rec.header("x-spiffe-id"), Some(sa("learner").as_str()));
+    let budget: u64 = rec
+        .header("x-envoy-expected-rq-timeout-ms")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (250..=300).contains(&budget),
+        "route metadata override: {budget}"
+    );
+    // (The router consumes the retry headers the budget stage wrote; the retries show below.)
+    let w3c = formats::parse_traceparent(rec.header("traceparent").unwrap()).unwrap();
+    let b3 = formats::parse_b3(rec.header("b3").unwrap())
+        .unwrap()
+        .context()
+        .unwrap();
+    assert_eq!((w3c.trace_id, w3c.span_id), (b3.trace_id, b3.span_id));
+    assert_eq!(r.header("traceresponse"), rec.header("traceparent"));
+
+    // Denied by identity: nothing reaches the service, the reply names the stage.
+    svc.clear();
+    let r = mesh.get(&admin, "/orders/1").await;
+    assert_eq!(
+        (r.status, r.header("x-mesh-rejected-by")),
+        (403, Some("mesh.spiffe_identity"))
+    );
+    // Per-route identity rules from the same metadata key as the single filter.
+    let r = mesh.get(&admin, "/admin/x").await;
+    assert_eq!(r.status, 200);
+    let r = mesh.get(&learner, "/admin/x").await;
+    assert_eq!(r.status, 403);
+    assert_eq!(svc.requests().len(), 1, "only the admin call went through");
+
+    // Failures: the router retries (budget), the breaker counts the final outcome and opens.
+    svc.clear();
+    for _ in 0..3 {
+        let r = mesh.get(&learner, "/flaky?status=500").await;
+        assert_eq!(r.status, 500);
+    }
+    assert_eq!(svc.requests().len(), 9, "each request tried 1 + 2 retries");
+    let r = mesh.get(&learner, "/flaky?status=500").await;
+    assert_eq!(
+        (r.status, r.header("x-mesh-rejected-by")),
+        (503, Some("mesh.circuit_breaker"))
+    );
+    assert_eq!(svc.requests().len(), 9, "an open breaker answers alone");
+
+    let m = |name: &str, route: &str| mesh.envoy.metric(name, &[("route", route)]).unwrap();
+    assert_eq!(m("mesh_circuit_breaker_opened", "flaky"), 1.0);
+    assert_eq!(m("mesh_retry_budget_retries", "flaky"), 6.0);
+    assert_eq!(m("mesh_spiffe_identity_denied", "orders"), 1.0);
+    // Traces started: /orders by learner, /admin by admin, the 3 failures. The two identity
+    // denials and the breaker's rejection stopped the chain before the trace stage.
+    assert_eq!(
+        mesh.envoy
+            .metric("mesh_trace_propagation_started", &[])
+            .unwrap(),
+        5.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stage_without_a_section_is_off() {
+    let svc = demo().await;
+    let config =
+        json!({"spiffe_identity": {"allow": [sa("learner")]}, "deadline": {"timeout": "1s"}});
+    let mesh = Mesh::start(
+        "suite-some",
+        &config,
+        vec![route("orders", "/", "svc")],
+        &svc,
+    );
+    let learner = mesh.pki.client(&[&sa("learner")]).unwrap();
+    let r = mesh.get(&learner, "/orders/1").await;
+    assert_eq!(r.status, 200);
+    let rec = &svc.requests()[0];
+    assert!(rec.header("x-envoy-expected-rq-timeout-ms").is_some());
+    assert_eq!(rec.header("x-spiffe-id"), Some(sa("learner").as_str()));
+    assert_eq!(
+        rec.header("x-envoy-max-retries"),
+        None,
+        "no retry_budget section"
+    );
+    assert_eq!(
+        rec.header("traceparent"),
+        None,
+        "no trace_propagation section"
+    );
+}
+
+#[test]
+fn a_bad_section_is_refused_and_the_log_names_section_and_field() {
+    let svc: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    for (config, field) in [
+        (json!({"deadline": {"timeout": "soon"}}), "deadline.timeout"),
+        (
+            json!({"retry_budget": {"retry_ratio": 2}}),
+            "retry_budget.retry_ratio",
+        ),
+        (
+            json!({"spiffe_identity": {"allow": ["spiffe://Mesh/x"]}}),
+            "spiffe_identity.allow",
+        ),
+        (json!({"deadlines": {}}), "deadlines"),
+    ] {
+        let b = bootstrap(
+            vec![listener(
+                "main",
+                vec![route("r", "/", "svc")],
+                vec![suite(&config)],
+            )],
+            vec![cluster("svc", svc, true)],
+        );
+        let refused = Envoy::refuse(&b).unwrap();
+        let line = refused
+            .log
+            .lines()
+            .find(|l| l.contains("mesh: invalid configuration"))
+            .unwrap_or_else(|| panic!("{config}: {}", refused.log));
+        assert!(line.contains(&format!("field `{field}`")), "{line}");
+    }
+}
