@@ -56,6 +56,8 @@ fn every_shipped_envoy_config_validates_with_the_real_envoy() {
     wasm("mesh_circuit_breaker").unwrap();
     wasm("mesh_retry_budget").unwrap();
     wasm("mesh_spiffe_identity").unwrap();
+    wasm("mesh_trace_propagation").unwrap();
+    wasm("mesh_filters").unwrap();
     demo_certs();
     for file in shipped() {
         let out = Command::new(envoy_binary())
@@ -78,7 +80,7 @@ fn every_shipped_envoy_config_validates_with_the_real_envoy() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_demo_config_enforces_its_per_route_deadlines() {
+async fn the_demo_config_behaves_as_the_readme_says() {
     let certs = demo_certs();
     let text = std::fs::read_to_string(workspace_root().join("envoy/demo.yaml")).unwrap();
     let auth = upstream::spawn("auth", "127.0.0.1:0".parse().unwrap())
@@ -125,6 +127,16 @@ async fn the_demo_config_enforces_its_per_route_deadlines() {
         .parse()
         .unwrap();
     assert!((4900..=5000).contains(&budget), "{budget}");
+    // One trace in W3C and B3 upstream; this hop's traceparent comes back to the caller.
+    let upstream_tp = r.json()["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(r.header("traceresponse"), Some(upstream_tp.as_str()));
+    assert!(r.json()["headers"]["b3"]
+        .as_str()
+        .unwrap()
+        .starts_with(&upstream_tp[3..35]));
 
     let r = client::get(addr, "/events/x?sleep_ms=3000", &[])
         .await
