@@ -213,3 +213,100 @@ pub fn le_u64(bytes: &[u8]) -> Option<u64> {
     let arr: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
     Some(u64::from_le_bytes(arr))
 }
+
+/// A request's view of the host that reads the clock and each property at most once per phase
+/// (request headers, response headers, trailers, end of stream): several stages asking for
+/// `request.time` or `response.code` cost one hostcall. Everything else goes straight through;
+/// shared data is never cached. The adapter starts a new phase before each hook.
+pub struct PhaseHost {
+    inner: std::rc::Rc<dyn Host>,
+    now: std::cell::Cell<Option<SystemTime>>,
+    properties: std::cell::RefCell<Vec<(String, Option<Vec<u8>>)>>,
+}
+
+impl PhaseHost {
+    pub fn new(inner: std::rc::Rc<dyn Host>) -> Self {
+        PhaseHost {
+            inner,
+            now: std::cell::Cell::new(None),
+            properties: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Forgets what was read: properties such as `response.code` change between phases.
+    pub fn new_phase(&self) {
+        self.now.set(None);
+        self.properties.borrow_mut().clear();
+    }
+}
+
+impl Host for PhaseHost {
+    fn now(&self) -> SystemTime {
+        if let Some(t) = self.now.get() {
+            return t;
+        }
+        let t = self.inner.now();
+        self.now.set(Some(t));
+        t
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        let key = path.join("\0");
+        if let Some((_, v)) = self.properties.borrow().iter().find(|(k, _)| *k == key) {
+            return v.clone();
+        }
+        let v = self.inner.property(path);
+        self.properties.borrow_mut().push((key, v.clone()));
+        v
+    }
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.inner.request_headers()
+    }
+    fn set_request_header(&self, name: &str, value: Option<&str>) {
+        self.inner.set_request_header(name, value);
+    }
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.inner.response_header(name)
+    }
+    fn set_response_header(&self, name: &str, value: Option<&str>) {
+        self.inner.set_response_header(name, value);
+    }
+    fn response_trailer(&self, name: &str) -> Option<String> {
+        self.inner.response_trailer(name)
+    }
+    fn set_response_trailer(&self, name: &str, value: Option<&str>) {
+        self.inner.set_response_trailer(name, value);
+    }
+    fn send_reply(&self, reply: &Rendered) {
+        self.inner.send_reply(reply);
+    }
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
+        self.inner.define_metric(kind, name)
+    }
+    fn increment_metric(&self, id: u32, delta: i64) {
+        self.inner.increment_metric(id, delta);
+    }
+    fn record_metric(&self, id: u32, value: u64) {
+        self.inner.record_metric(id, value);
+    }
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: std::time::Duration,
+    ) -> Option<u32> {
+        self.inner.http_call(cluster, headers, body, timeout)
+    }
+    fn http_call_status(&self) -> Option<u32> {
+        self.inner.http_call_status()
+    }
+    fn set_tick_period(&self, period: std::time::Duration) {
+        self.inner.set_tick_period(period);
+    }
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        self.inner.shared_get(key)
+    }
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasError> {
+        self.inner.shared_set(key, value, cas)
+    }
+}

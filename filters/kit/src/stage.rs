@@ -14,7 +14,7 @@
 //! A filter's own `.wasm` is this adapter with one stage ([`export_stage!`](crate::export_stage)).
 
 use crate::config::{from_value, parse_json, ConfigError, Validate};
-use crate::host::{Host, Proxy};
+use crate::host::{Host, PhaseHost, Proxy};
 use crate::metrics::{Stat, Stats, StatsCache};
 use crate::reply::{is_grpc, Reply};
 use crate::route::{RouteCache, RouteConfig};
@@ -119,7 +119,7 @@ impl<S: Stage> Cx<'_, S> {
 /// The request as every stage sees it: headers read once, the route name read once, and the
 /// writes made so far (so a later stage sees an earlier stage's header changes).
 pub struct Exchange {
-    host: Rc<dyn Host>,
+    host: Rc<PhaseHost>,
     headers: Vec<(String, String)>,
     route: Option<String>,
     grpc: bool,
@@ -130,7 +130,7 @@ pub struct Exchange {
 impl Exchange {
     pub fn new(host: Rc<dyn Host>) -> Self {
         Exchange {
-            host,
+            host: Rc::new(PhaseHost::new(host)),
             headers: Vec::new(),
             route: None,
             grpc: false,
@@ -146,6 +146,11 @@ impl Exchange {
 
     pub fn host(&self) -> &dyn Host {
         &*self.host
+    }
+
+    /// Starts a new phase of the request: the clock and properties are read afresh.
+    pub fn new_phase(&self) {
+        self.host.new_phase();
     }
 
     /// The route name (`xds.route_name`), read on first use; empty when the route has none.
@@ -523,18 +528,21 @@ impl Request {
     }
 
     pub fn response_headers(&mut self) {
+        self.ex.new_phase();
         for run in &mut self.runs {
             run.on_response_headers(&mut self.ex);
         }
     }
 
     pub fn response_trailers(&mut self) {
+        self.ex.new_phase();
         for run in &mut self.runs {
             run.on_response_trailers(&mut self.ex);
         }
     }
 
     pub fn log(&mut self) {
+        self.ex.new_phase();
         for run in &mut self.runs {
             run.on_log(&mut self.ex);
         }

@@ -179,8 +179,11 @@ impl Stage for TracePropagation {
         }
         context.span_id = SpanId(nonzero(random_bytes()));
 
-        remove_headers(cx);
-        inject(cx, &context, parent, &trace_state);
+        let out = injected(&cx.config.inject, &context, parent, &trace_state);
+        remove_headers(cx, &out);
+        for (name, value) in &out {
+            cx.ex.set_header(name, value);
+        }
         if let Some(b) = cx.ex.header(BAGGAGE).map(str::to_string) {
             let (kept, dropped) = formats::limit_baggage(&b);
             Metrics::add(
@@ -432,8 +435,9 @@ fn extract(cx: &Cx<'_, TracePropagation>) -> (Option<Found>, u64, Option<bool>) 
 }
 
 /// Removes the propagation headers of every format extracted or injected, so the upstream never
-/// sees a stale parent in a format this hop did not rewrite.
-fn remove_headers(cx: &mut Cx<'_, TracePropagation>) {
+/// sees a stale parent in a format this hop did not rewrite; headers about to be written are left
+/// for the write to replace (one hostcall instead of two).
+fn remove_headers(cx: &mut Cx<'_, TracePropagation>, out: &[(&'static str, String)]) {
     let formats: Vec<Format> = cx
         .config
         .extract
@@ -441,54 +445,54 @@ fn remove_headers(cx: &mut Cx<'_, TracePropagation>) {
         .chain(cx.config.inject.iter())
         .copied()
         .collect();
+    let mut remove = |name: &str| {
+        if !out.iter().any(|(n, _)| *n == name) {
+            cx.ex.remove_header(name);
+        }
+    };
     for f in formats {
         match f {
             Format::W3c => {
-                cx.ex.remove_header(TRACEPARENT);
-                cx.ex.remove_header(TRACESTATE);
+                remove(TRACEPARENT);
+                remove(TRACESTATE);
             }
             Format::B3 | Format::B3Multi => {
-                cx.ex.remove_header(B3);
+                remove(B3);
                 for h in B3_MULTI {
-                    cx.ex.remove_header(h);
+                    remove(h);
                 }
             }
-            Format::Jaeger => cx.ex.remove_header(JAEGER),
-            Format::GrpcTraceBin => cx.ex.remove_header(GRPC_TRACE_BIN),
+            Format::Jaeger => remove(JAEGER),
+            Format::GrpcTraceBin => remove(GRPC_TRACE_BIN),
         }
     }
 }
 
-fn inject(
-    cx: &mut Cx<'_, TracePropagation>,
+/// The headers this hop writes upstream, in every format to inject.
+fn injected(
+    inject: &[Format],
     context: &SpanContext,
     parent: Option<SpanId>,
     trace_state: &str,
-) {
-    let inject = cx.config.inject.clone();
+) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
     for f in inject {
         match f {
             Format::W3c => {
-                cx.ex
-                    .set_header(TRACEPARENT, &formats::format_traceparent(context));
+                out.push((TRACEPARENT, formats::format_traceparent(context)));
                 if !trace_state.is_empty() {
-                    cx.ex.set_header(TRACESTATE, trace_state);
+                    out.push((TRACESTATE, trace_state.to_string()));
                 }
             }
-            Format::B3 => cx.ex.set_header(B3, &formats::format_b3(context, parent)),
-            Format::B3Multi => {
-                for (name, value) in formats::format_b3_multi(context, parent) {
-                    cx.ex.set_header(name, &value);
-                }
+            Format::B3 => out.push((B3, formats::format_b3(context, parent))),
+            Format::B3Multi => out.extend(formats::format_b3_multi(context, parent)),
+            Format::Jaeger => out.push((JAEGER, formats::format_uber_trace_id(context, parent))),
+            Format::GrpcTraceBin => {
+                out.push((GRPC_TRACE_BIN, formats::format_grpc_trace_bin(context)))
             }
-            Format::Jaeger => cx
-                .ex
-                .set_header(JAEGER, &formats::format_uber_trace_id(context, parent)),
-            Format::GrpcTraceBin => cx
-                .ex
-                .set_header(GRPC_TRACE_BIN, &formats::format_grpc_trace_bin(context)),
         }
     }
+    out
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {
