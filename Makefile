@@ -39,6 +39,7 @@ test-wasm: toolchain
 
 test-integration: build envoy
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo test -p mesh-integration --tests -- --test-threads 4
+	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo test -p mesh-filters-cli --tests
 
 bench: build envoy
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo run --release -p mesh-integration --bin retry-amplification

@@ -12,12 +12,14 @@
 //! * [`certs`]: a throw-away CA issuing server certificates and SPIFFE X509-SVIDs, URI
 //!   SANs written verbatim (also invalid SPIFFE IDs), and PEM files for Envoy.
 //! * [`envoy`]: a real Envoy process started on free ports, killed by PID on drop.
+//! * [`broken`]: the corpus of invalid configurations, each as a minimal bootstrap.
 //! * [`bootstrap`]: Envoy bootstraps for tests (listeners, routes, our wasm filters, clusters).
 //! * [`load`]: open-loop load at a fixed request rate, one connection per request.
 //! * [`otlp_receiver`]: a real OTLP/HTTP trace receiver (`POST /v1/traces`, protobuf) that
 //!   stores every exported span and can be made to answer slowly.
 
 pub mod bootstrap;
+pub mod broken;
 pub mod certs;
 pub mod client;
 pub mod envoy;

@@ -1,0 +1,83 @@
+//! The corpus of invalid configurations against the real Envoy: every invalid plugin
+//! configuration is refused at load with one log line naming the filter and the field; every
+//! invalid route metadata is logged naming the route, counted in the filter's `config_error`,
+//! and the request still gets an answer (the filter's failure policy, never a crash).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use mesh_integration::broken::{self, Case};
+use mesh_integration::client;
+use mesh_integration::envoy::{wasm, Envoy};
+
+const STAGE_KEYS: [&str; 5] = [
+    "mesh.spiffe_identity",
+    "mesh.circuit_breaker",
+    "mesh.deadline",
+    "mesh.retry_budget",
+    "mesh.trace_propagation",
+];
+
+fn wasm_dir() -> std::path::PathBuf {
+    wasm("mesh_filters")
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+#[test]
+fn every_invalid_plugin_configuration_is_refused_at_load_naming_the_field() {
+    let cases: Vec<Case> = broken::corpus()
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.route.is_none())
+        .collect();
+    assert!(cases.len() >= 30, "{} plugin cases", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let refused = Envoy::refuse(&broken::bootstrap_for(case, &wasm_dir())).unwrap();
+        let prefix = format!("{}: invalid configuration", case.filter);
+        match refused.log.lines().find(|l| l.contains(&prefix)) {
+            Some(line) if line.contains(&case.expect) => {}
+            Some(line) => failures.push(format!("{}: {line}", case.name)),
+            None => failures.push(format!("{}: no line {prefix:?}", case.name)),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_invalid_route_metadata_is_counted_and_the_request_still_answered() {
+    let cases: Vec<Case> = broken::corpus()
+        .unwrap()
+        .into_iter()
+        // A key that names no stage is not any filter's configuration: only the checker sees it.
+        .filter(|c| c.route.is_some() && STAGE_KEYS.contains(&c.key.as_str()))
+        .collect();
+    assert!(cases.len() >= 5);
+    for case in &cases {
+        let envoy = Envoy::start(&broken::bootstrap_for(case, &wasm_dir())).unwrap();
+        let r = client::get(envoy.listener("main"), "/x", &[])
+            .await
+            .unwrap();
+        assert!(r.status >= 200, "{}: {}", case.name, r.status);
+        let metric = format!("{}_config_error", case.key.replace('.', "_"));
+        assert_eq!(
+            envoy.metric(&metric, &[("route", "r")]).unwrap(),
+            1.0,
+            "{}: {metric}",
+            case.name
+        );
+        let log = envoy.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("invalid route metadata on route \"r\""))
+            .unwrap_or_else(|| panic!("{}: no log line naming the route:\n{log}", case.name));
+        assert!(line.contains(&case.expect), "{}: {line}", case.name);
+    }
+}

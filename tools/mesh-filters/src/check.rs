@@ -1,0 +1,455 @@
+//! `mesh-filters check`: finds the mesh filters (single filters and the suite) in an Envoy
+//! bootstrap or an admin `config_dump`, validates every plugin configuration and every route's
+//! `mesh.*` metadata with the filters' own configuration code, and summarises the effective
+//! configuration per route.
+//!
+//! Routes are matched to the filters of the HTTP connection manager that holds them (inline
+//! `route_config`); routes that arrive another way (RDS in a `config_dump`) are checked against
+//! every mesh filter of the file.
+
+use mesh_circuit_breaker::filter::CircuitBreaker;
+use mesh_deadline::filter::Deadline;
+use mesh_kit::config::{parse_json, ConfigError};
+use mesh_kit::route::merge;
+use mesh_kit::shared::MemoryStore;
+use mesh_kit::stage::Slot;
+use mesh_retry_budget::filter::RetryBudget;
+use mesh_spiffe_identity::filter::SpiffeIdentity;
+use mesh_trace_propagation::filter::TracePropagation;
+use serde_json::Value;
+use std::fmt::Write as _;
+
+const WASM: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+const HCM: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+
+/// The stages, in the suite's order: suite section, metadata key (= single filter root_id).
+pub const STAGES: [(&str, &str); 5] = [
+    ("spiffe_identity", "mesh.spiffe_identity"),
+    ("circuit_breaker", "mesh.circuit_breaker"),
+    ("deadline", "mesh.deadline"),
+    ("retry_budget", "mesh.retry_budget"),
+    ("trace_propagation", "mesh.trace_propagation"),
+];
+
+/// One mesh filter found in the file: which stages it runs, with their plugin configuration.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    pub name: String,
+    pub root_id: String,
+    /// (metadata key, plugin configuration of that stage)
+    pub stages: Vec<(&'static str, Value)>,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub filters: Vec<Filter>,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    pub routes: Vec<RouteRow>,
+}
+
+/// A route's effective settings: one cell per stage in [`STAGES`] order; `-` when no filter of
+/// its listener runs the stage, `off` when the route disables it.
+#[derive(Debug)]
+pub struct RouteRow {
+    /// The connection manager's `stat_prefix`, or `rds` for routes found outside one.
+    pub listener: String,
+    pub route: String,
+    pub cells: [String; 5],
+}
+
+/// Checks one document (YAML or JSON).
+pub fn check_text(text: &str) -> Report {
+    let mut report = Report::default();
+    let doc: Value = match serde_yaml::from_str::<serde_yaml::Value>(text)
+        .map_err(|e| e.to_string())
+        .and_then(|y| serde_json::to_value(y).map_err(|e| e.to_string()))
+    {
+        Ok(v) => v,
+        Err(e) => {
+            report.errors.push(format!("not valid YAML or JSON: {e}"));
+            return report;
+        }
+    };
+    // An admin /config_dump repeats the bootstrap next to the listeners and routes it built:
+    // read the built ones only.
+    let doc = match doc {
+        Value::Object(mut map) if map.get("configs").is_some_and(Value::is_array) => {
+            if let Some(Value::Array(configs)) = map.get_mut("configs") {
+                configs.retain(|c| {
+                    c.get("@type").and_then(Value::as_str)
+                        != Some("type.googleapis.com/envoy.admin.v3.BootstrapConfigDump")
+                });
+            }
+            Value::Object(map)
+        }
+        other => other,
+    };
+    let mut managers = Vec::new();
+    collect_managers(&doc, &mut managers);
+    // Routes already checked with their connection manager (a config_dump lists inline route
+    // configurations again under static_route_configs).
+    let mut seen_routes = std::collections::HashSet::new();
+    for hcm in &managers {
+        let filters = mesh_filters(hcm.get("http_filters"), &mut report);
+        report.filters.extend(filters.iter().cloned());
+        let listener = hcm.get("stat_prefix").and_then(Value::as_str).unwrap_or("");
+        if let Some(rc) = hcm.get("route_config") {
+            let mut routes = Vec::new();
+            collect_routes(rc, &mut routes);
+            for r in routes {
+                seen_routes.insert(r.to_string());
+                check_route(listener, r, &filters, &mut report);
+            }
+        }
+    }
+    // Routes outside an inline route_config (RDS in a config_dump).
+    let mut routes = Vec::new();
+    collect_routes(&doc, &mut routes);
+    let all = report.filters.clone();
+    for r in routes {
+        if !seen_routes.contains(&r.to_string()) {
+            check_route("rds", r, &all, &mut report);
+        }
+    }
+    if report.filters.is_empty() {
+        report
+            .warnings
+            .push("no mesh filter found (root_id mesh or mesh.<filter>)".to_string());
+    }
+    report
+}
+
+fn collect_managers<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Object(map) => {
+            if map.get("@type").and_then(Value::as_str) == Some(HCM) {
+                out.push(v);
+            }
+            for child in map.values() {
+                collect_managers(child, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| collect_managers(i, out)),
+        _ => {}
+    }
+}
+
+/// A route: an object with `match` and one of the route actions.
+fn collect_routes<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Object(map) => {
+            let action = ["route", "direct_response", "redirect", "filter_action"]
+                .iter()
+                .any(|k| map.contains_key(*k));
+            if map.contains_key("match") && action {
+                out.push(v);
+                return;
+            }
+            for child in map.values() {
+                collect_routes(child, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| collect_routes(i, out)),
+        _ => {}
+    }
+}
+
+/// The mesh filters of an `http_filters` list, each plugin configuration validated.
+fn mesh_filters(list: Option<&Value>, report: &mut Report) -> Vec<Filter> {
+    let mut found = Vec::new();
+    for f in list.and_then(Value::as_array).into_iter().flatten() {
+        let tc = &f["typed_config"];
+        if tc.get("@type").and_then(Value::as_str) != Some(WASM) {
+            continue;
+        }
+        let config = &tc["config"];
+        let root_id = config.get("root_id").and_then(Value::as_str).unwrap_or("");
+        let name = f
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or(root_id)
+            .to_string();
+        let single = STAGES.iter().find(|(_, key)| *key == root_id);
+        if root_id != "mesh" && single.is_none() {
+            continue;
+        }
+        let value = config["configuration"]
+            .get("value")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let json = match parse_json(value.as_bytes()) {
+            Ok(j) => j,
+            Err(e) => {
+                report
+                    .errors
+                    .push(format!("filter {name:?}: {}", e.line(root_id)));
+                continue;
+            }
+        };
+        let stages = match single {
+            Some((_, key)) => {
+                if let Err(e) = validate(key, &json) {
+                    report
+                        .errors
+                        .push(format!("filter {name:?}: {}", e.line(root_id)));
+                    continue;
+                }
+                vec![(*key, json)]
+            }
+            None => {
+                if let Err(e) = mesh_filters::factory(&json, &MemoryStore::default()) {
+                    report
+                        .errors
+                        .push(format!("filter {name:?}: {}", e.line(root_id)));
+                    continue;
+                }
+                STAGES
+                    .iter()
+                    .filter_map(|(section, key)| json.get(*section).map(|c| (*key, c.clone())))
+                    .collect()
+            }
+        };
+        found.push(Filter {
+            name,
+            root_id: root_id.to_string(),
+            stages,
+        });
+    }
+    found
+}
+
+/// Validates one stage's configuration with the filter's own code.
+fn validate(key: &str, json: &Value) -> Result<(), ConfigError> {
+    let host = MemoryStore::default();
+    match key {
+        "mesh.spiffe_identity" => Slot::<SpiffeIdentity>::configure(json, &host).map(drop),
+        "mesh.circuit_breaker" => Slot::<CircuitBreaker>::configure(json, &host).map(drop),
+        "mesh.deadline" => Slot::<Deadline>::configure(json, &host).map(drop),
+        "mesh.retry_budget" => Slot::<RetryBudget>::configure(json, &host).map(drop),
+        "mesh.trace_propagation" => Slot::<TracePropagation>::configure(json, &host).map(drop),
+        _ => Err(ConfigError::new(key, None, "not a mesh filter")),
+    }
+}
+
+fn check_route(listener: &str, route: &Value, filters: &[Filter], report: &mut Report) {
+    let name = route
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("(unnamed)")
+        .to_string();
+    let metadata = route
+        .pointer("/metadata/filter_metadata")
+        .and_then(Value::as_object);
+    let mut cells: [String; 5] = Default::default();
+    let mut any = false;
+    if let Some(md) = metadata {
+        for key in md.keys().filter(|k| k.starts_with("mesh.")) {
+            if !STAGES.iter().any(|(_, k)| k == key) {
+                let known: Vec<&str> = STAGES.iter().map(|(_, k)| *k).collect();
+                report.errors.push(format!(
+                    "route {name:?}: metadata key `{key}` is not a mesh filter; use one of {}",
+                    known.join(", ")
+                ));
+            } else if !filters
+                .iter()
+                .any(|f| f.stages.iter().any(|(k, _)| k == key))
+            {
+                report.warnings.push(format!(
+                    "route {name:?}: `{key}` metadata, but no filter of this listener runs that stage"
+                ));
+            }
+        }
+    }
+    for (i, (_, key)) in STAGES.iter().enumerate() {
+        let key = *key;
+        let mut cell = "-".to_string();
+        for f in filters {
+            let Some((_, base)) = f.stages.iter().find(|(k, _)| *k == key) else {
+                continue;
+            };
+            let section = metadata.and_then(|m| m.get(key));
+            let effective = match section {
+                None => Some(base.clone()),
+                Some(s) => match merge(base, s).and_then(|m| match m {
+                    Some(m) => validate(key, &m).map(|()| Some(m)),
+                    None => Ok(None),
+                }) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        report
+                            .errors
+                            .push(format!("route {name:?}: metadata {key}: {e}"));
+                        continue;
+                    }
+                },
+            };
+            any = true;
+            cell = match effective {
+                None => "off".to_string(),
+                Some(c) => describe(key, &c),
+            };
+        }
+        if let Some(c) = cells.get_mut(i) {
+            *c = cell;
+        }
+    }
+    if any {
+        report.routes.push(RouteRow {
+            listener: listener.to_string(),
+            route: name,
+            cells,
+        });
+    }
+}
+
+/// A stage's effective settings in a few words, defaults included (read back through the
+/// filter's typed configuration).
+fn describe(key: &str, json: &Value) -> String {
+    use mesh_kit::config::from_value;
+    let mut s = String::new();
+    match key {
+        "mesh.deadline" => {
+            if let Ok(c) = from_value::<mesh_deadline::config::Config>(json) {
+                let _ = write!(s, "{}", c.timeout);
+                if let Some(p) = c.per_try_timeout {
+                    let _ = write!(s, " ({p}/try)");
+                }
+            }
+        }
+        "mesh.retry_budget" => {
+            if let Ok(c) = from_value::<mesh_retry_budget::config::Config>(json) {
+                let _ = write!(
+                    s,
+                    "{} within {}%+{}/s",
+                    c.max_retries,
+                    c.retry_ratio.get() * 100.0,
+                    c.min_retries_per_second,
+                );
+            }
+        }
+        "mesh.circuit_breaker" => {
+            if let Ok(c) = from_value::<mesh_circuit_breaker::config::Config>(json) {
+                let _ = write!(s, "{} fails", c.consecutive_failures);
+                if let Some(r) = c.failure_rate {
+                    let _ = write!(s, "|{}%", r.get() * 100.0);
+                }
+                if let Some(d) = c.slow_call_duration {
+                    let _ = write!(s, "|{}%>{d}", c.slow_call_rate.get() * 100.0);
+                }
+                let _ = write!(s, ", open {}", c.open_duration);
+            }
+        }
+        "mesh.spiffe_identity" => {
+            if let Ok(c) = from_value::<mesh_spiffe_identity::config::Config>(json) {
+                let allow: Vec<String> = c.allow.iter().map(ToString::to_string).collect();
+                s.push_str(&if allow.is_empty() {
+                    "nobody".to_string()
+                } else {
+                    allow.join(" ")
+                });
+                if !c.deny.is_empty() {
+                    let deny: Vec<String> = c.deny.iter().map(ToString::to_string).collect();
+                    let _ = write!(s, " except {}", deny.join(" "));
+                }
+                if c.mode == mesh_spiffe_identity::config::Mode::Audit {
+                    s.push_str(" (audit)");
+                }
+            }
+        }
+        "mesh.trace_propagation" => {
+            if let Ok(c) = from_value::<mesh_trace_propagation::config::Config>(json) {
+                let inject: Vec<&str> = c.inject.iter().map(|f| f.name()).collect();
+                s.push_str(&inject.join(","));
+                if c.sampling_ratio.get() < 1.0 {
+                    let _ = write!(s, " {}%", c.sampling_ratio.get() * 100.0);
+                }
+                if let Some(e) = c.export {
+                    let _ = write!(s, " ->{}", e.cluster);
+                }
+            }
+        }
+        _ => {}
+    }
+    s
+}
+
+/// The report as the CLI prints it: the filters found, a table of routes, warnings, errors.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    for f in &report.filters {
+        let stages: Vec<&str> = f.stages.iter().map(|(k, _)| *k).collect();
+        let _ = writeln!(
+            out,
+            "filter {:?} (root_id {}): {}",
+            f.name,
+            f.root_id,
+            stages.join(", ")
+        );
+    }
+    if !report.routes.is_empty() {
+        // Stage cells in reading order, the widest (identities) last.
+        const ORDER: [usize; 5] = [2, 3, 1, 4, 0];
+        let header = [
+            "listener",
+            "route",
+            "deadline",
+            "retries",
+            "breaker",
+            "tracing",
+            "identities",
+        ];
+        let rows: Vec<Vec<&str>> = report
+            .routes
+            .iter()
+            .map(|r| {
+                let mut row = vec![r.listener.as_str(), r.route.as_str()];
+                row.extend(
+                    ORDER
+                        .iter()
+                        .filter_map(|i| r.cells.get(*i))
+                        .map(String::as_str),
+                );
+                row
+            })
+            .collect();
+        let widths: Vec<usize> = (0..header.len())
+            .map(|i| {
+                rows.iter()
+                    .filter_map(|r| r.get(i))
+                    .map(|c| c.chars().count())
+                    .chain(header.get(i).map(|h| h.len()))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: &[&str]| {
+            let mut l = String::new();
+            for (c, w) in cells.iter().zip(&widths) {
+                let _ = write!(l, "{c:<w$}  ");
+            }
+            l.trim_end().to_string()
+        };
+        let _ = writeln!(out, "\n{}", line(&header));
+        for r in &rows {
+            let _ = writeln!(out, "{}", line(r));
+        }
+        let _ = writeln!(out);
+    }
+    for w in &report.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    for e in &report.errors {
+        let _ = writeln!(out, "error: {e}");
+    }
+    let _ = writeln!(
+        out,
+        "{} filter(s), {} route(s), {} error(s), {} warning(s)",
+        report.filters.len(),
+        report.routes.len(),
+        report.errors.len(),
+        report.warnings.len()
+    );
+    out
+}

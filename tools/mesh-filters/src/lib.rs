@@ -1,0 +1,16 @@
+//! The `mesh-filters` command-line tool, built from the same configuration code as the filters.
+//!
+//! - [`check`]: validates the mesh filters' plugin configurations and route metadata in an
+//!   Envoy bootstrap or admin `config_dump` and prints the effective settings per route.
+
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod check;
