@@ -38,7 +38,8 @@ test-wasm: toolchain
 	scripts/wasm-test.sh
 
 test-integration: build envoy
-	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo test -p mesh-integration --tests -- --test-threads 4
+	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" PROMTOOL="$$(scripts/ensure-tools.sh promtool:prometheus)" \
+		cargo test -p mesh-integration --tests -- --test-threads 4
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo test -p mesh-filters-cli --tests
 
 bench: build envoy

@@ -239,4 +239,61 @@ async fn the_demo_config_behaves_as_the_readme_says() {
             .is_err(),
         "no client certificate, no connection"
     );
+    metrics_are_documented_and_valid(&envoy.prometheus().unwrap());
+}
+
+/// Every `mesh_*` metric the demo exports is in the README's metrics table with its type, and
+/// `promtool check metrics` (Debian's `prometheus` package; `make test` installs it) accepts the
+/// whole `/stats/prometheus` page.
+fn metrics_are_documented_and_valid(page: &str) {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let mut seen = 0;
+    for line in page.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE mesh_") else {
+            continue;
+        };
+        let mut words = rest.split_whitespace();
+        let (name, kind) = (words.next().unwrap(), words.next().unwrap());
+        let row = format!("| `mesh_{name}` | {kind} |");
+        assert!(readme.contains(&row), "README's metrics table lacks {row}");
+        seen += 1;
+    }
+    assert!(seen >= 20, "only {seen} mesh metrics on the page");
+
+    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let mut child = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("{promtool}: {e} (scripts/ensure-tools.sh promtool:prometheus)")
+        });
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // promtool exits 3 for lint findings only (naming advice such as counters without _total,
+    // which are Envoy's names); 1 means the page does not parse.
+    assert!(
+        out.status.code() == Some(0) || out.status.code() == Some(3),
+        "promtool: {text}"
+    );
+    let mesh_findings: Vec<&str> = text.lines().filter(|l| l.contains("mesh_")).collect();
+    eprintln!(
+        "promtool on the demo's /stats/prometheus: exit {:?}, {} findings on mesh_ metrics, e.g. {:?}",
+        out.status.code(),
+        mesh_findings.len(),
+        mesh_findings.iter().take(3).collect::<Vec<_>>()
+    );
 }
