@@ -43,14 +43,28 @@ test-integration: build envoy
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo test -p mesh-filters-cli --tests
 
 bench: build envoy
+	cargo build --release --target wasm32-wasip1 -p mesh-bench-calibration
+	scripts/ensure-tools.sh wrk:wrk h2load:nghttp2-client >/dev/null
+	cargo bench -p mesh-bench-micro --bench policy
+	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo run --release -p mesh-integration --bin bench
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo run --release -p mesh-integration --bin retry-amplification
 
+# The compose mesh (docker-compose.yml) on images built here, no registry needed:
+#   make images && make up && make test-compose && make down
+# images builds them (scripts/images.sh); up, down and test-compose point ENVOY_IMAGE,
+# DEMO_IMAGE, PROMETHEUS_IMAGE and OTLP_IMAGE at them unless set (scripts/compose-env.sh).
+.PHONY: images test-compose
+images:
+	scripts/images.sh
+
 up: build
-	scripts/demo-certs.sh .run/certs
-	$(COMPOSE) up --build
+	COMPOSE="$(COMPOSE)" scripts/compose-up.sh
 
 down:
-	$(COMPOSE) down
+	COMPOSE="$(COMPOSE)" scripts/compose-down.sh
+
+test-compose:
+	scripts/compose-test.sh
 
 fmt:
 	cargo fmt --all

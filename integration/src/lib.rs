@@ -18,6 +18,7 @@
 //! * [`otlp_receiver`]: a real OTLP/HTTP trace receiver (`POST /v1/traces`, protobuf) that
 //!   stores every exported span and can be made to answer slowly.
 
+pub mod bench;
 pub mod bootstrap;
 pub mod broken;
 pub mod certs;
