@@ -129,6 +129,60 @@ pub fn grpc_failure_on<'de, D: Deserializer<'de>>(de: D) -> Result<GrpcFailureOn
     GrpcFailureOn::parse(&Vec::<String>::deserialize(de)?).map_err(serde::de::Error::custom)
 }
 
+/// JSON Schema of `failure_on` and `grpc_failure_on` (feature `schema`, for `mesh-filters
+/// schema`): exactly the names and numbers [`FailureOn::parse`] and [`GrpcFailureOn::parse`]
+/// accept.
+#[cfg(feature = "schema")]
+mod schema {
+    use super::{FailureOn, GrpcFailureOn, GRPC_NAMES};
+    use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+    use std::borrow::Cow;
+
+    impl JsonSchema for FailureOn {
+        fn schema_name() -> Cow<'static, str> {
+            "FailureOn".into()
+        }
+        fn schema_id() -> Cow<'static, str> {
+            "mesh_circuit_breaker::classify::FailureOn".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "type": "array",
+                "description": "HTTP outcomes that count as failures: `5xx`, `4xx`, `gateway-error` (502, 503, 504), `reset` (Envoy flags UR, UC), `connect-failure` (UF), `timeout` (UT: the router's timeout fired), or an HTTP status code from 100 to 599 such as \"429\".",
+                "items": {
+                    "type": "string",
+                    "anyOf": [
+                        {"enum": ["5xx", "4xx", "gateway-error", "reset", "connect-failure", "timeout"]},
+                        {"pattern": "^[1-5][0-9][0-9]$"}
+                    ]
+                }
+            })
+        }
+    }
+
+    impl JsonSchema for GrpcFailureOn {
+        fn schema_name() -> Cow<'static, str> {
+            "GrpcFailureOn".into()
+        }
+        fn schema_id() -> Cow<'static, str> {
+            "mesh_circuit_breaker::classify::GrpcFailureOn".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "type": "array",
+                "description": "gRPC statuses that count as failures, by name (lowercase with dashes, as in gRPC's code list) or by number (\"0\" to \"16\").",
+                "items": {
+                    "type": "string",
+                    "anyOf": [
+                        {"enum": GRPC_NAMES},
+                        {"pattern": "^0*(1[0-6]|[0-9])$"}
+                    ]
+                }
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
 
+/// What one breaker guards: a route name, or an upstream cluster (shared by every route to it).
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
+#[cfg_attr(feature = "schema", schemars(rename = "CircuitBreakerScope"))]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     #[default]
@@ -17,37 +20,65 @@ pub enum Scope {
     Cluster,
 }
 
+/// The circuit breaker's configuration. Closed = traffic flows, open = rejecting, half-open =
+/// probing.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "CircuitBreakerConfig"))]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Consecutive failures that open the breaker.
     #[serde(default = "five")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub consecutive_failures: u32,
+    /// Open when the failure ratio within `window` reaches this. Default: off.
     #[serde(default)]
     pub failure_rate: Option<Ratio>,
+    /// A call slower than this counts as slow; above zero. Default: off.
     #[serde(default)]
     pub slow_call_duration: Option<Dur>,
+    /// Open when the slow-call ratio within `window` reaches this (needs `slow_call_duration`).
     #[serde(default = "all")]
     pub slow_call_rate: Ratio,
+    /// Sliding window for both rates (ten buckets of `window / 10`); at least 100ms.
     #[serde(default = "ten_seconds")]
     pub window: Dur,
+    /// Rates are not judged on fewer calls in the window.
     #[serde(default = "twenty")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub minimum_requests: u32,
+    /// How long an open breaker rejects before probing; at least 1ms.
     #[serde(default = "one_minute")]
     pub open_duration: Dur,
+    /// Each re-open after a failed probe doubles the open time, up to this; at least
+    /// `open_duration`. Default: `open_duration`.
     #[serde(default)]
     pub max_open_duration: Option<Dur>,
+    /// Probes admitted while half-open; all must succeed to close.
     #[serde(default = "three")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000)))]
     pub half_open_requests: u32,
+    /// HTTP outcomes that count as failures.
     #[serde(
         default = "default_failure_on",
         deserialize_with = "classify::failure_on"
     )]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(extend("default" = classify::default_failure_on()))
+    )]
     pub failure_on: FailureOn,
+    /// gRPC statuses that count as failures.
     #[serde(
         default = "default_grpc_failure_on",
         deserialize_with = "classify::grpc_failure_on"
     )]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(extend("default" = classify::default_grpc_failure_on()))
+    )]
     pub grpc_failure_on: GrpcFailureOn,
+    /// One breaker per route name, or per upstream cluster.
     #[serde(default)]
     pub scope: Scope,
 }

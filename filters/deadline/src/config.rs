@@ -15,18 +15,33 @@ use mesh_kit::values::Dur;
 use serde::{Deserialize, Deserializer};
 use std::time::Duration;
 
+/// The deadline filter's configuration.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "DeadlineConfig"))]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Longest a request on this route may take, retries included; at least `min_budget`.
     pub timeout: Dur,
+    /// Incoming deadlines honoured: `grpc-timeout` is read in the gRPC wire format, any other
+    /// header as whole milliseconds. Header names, matched lowercase.
     #[serde(default = "default_honor", deserialize_with = "header_names")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(inner(regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")))
+    )]
     pub honor: Vec<String>,
+    /// Subtracted from an incoming deadline (time spent before this hop).
     #[serde(default)]
     pub offset: Dur,
+    /// A request whose remaining budget is below this is rejected on arrival; at least 1ms.
     #[serde(default = "one_ms")]
     pub min_budget: Dur,
+    /// Cap per attempt, never above the remaining budget; at least 1ms. Default: none.
     #[serde(default)]
     pub per_try_timeout: Option<Dur>,
+    /// Write the remaining budget upstream as `grpc-timeout` (gRPC) and
+    /// `x-envoy-expected-rq-timeout-ms`.
     #[serde(default = "yes")]
     pub propagate: bool,
 }

@@ -151,6 +151,67 @@ impl<'de> Deserialize<'de> for Ratio {
     }
 }
 
+/// JSON Schema of the configuration values (feature `schema`, for `mesh-filters schema`; never in
+/// the wasm modules). The schemas state the parsers' rules; `Serialize` writes a value the way a
+/// configuration does, so that the filters' defaults appear in the schemas as `default`.
+#[cfg(feature = "schema")]
+pub mod schema {
+    use super::{format_duration, Dur, Ratio};
+    use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+    use serde::{Serialize, Serializer};
+    use std::borrow::Cow;
+
+    /// The grammar of [`super::parse_duration`]: 1 to 12 digits, optionally `.` and 1 to 9
+    /// digits, then a unit. (The 365-day ceiling is not expressed.)
+    pub const DURATION_PATTERN: &str = r"^[0-9]{1,12}(\.[0-9]{1,9})?(ns|us|µs|ms|s|m|h)$";
+
+    impl JsonSchema for Dur {
+        fn schema_name() -> Cow<'static, str> {
+            "Duration".into()
+        }
+        fn schema_id() -> Cow<'static, str> {
+            "mesh_kit::values::Dur".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "type": "string",
+                "pattern": DURATION_PATTERN,
+                "description": "A duration: a number and a unit (ns, us, ms, s, m, h), e.g. \"250ms\", \"5s\", \"1m\", or Envoy's fractional seconds \"0.25s\". No bare numbers, no negative values, no spaces; at most 365 days.",
+                "examples": ["250ms", "5s", "0.25s"]
+            })
+        }
+    }
+
+    impl Serialize for Dur {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(&format_duration(self.0))
+        }
+    }
+
+    impl JsonSchema for Ratio {
+        fn schema_name() -> Cow<'static, str> {
+            "Ratio".into()
+        }
+        fn schema_id() -> Cow<'static, str> {
+            "mesh_kit::values::Ratio".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "type": "number",
+                "minimum": 0,
+                "maximum": 1,
+                "description": "A ratio: a number from 0 to 1."
+            })
+        }
+    }
+
+    impl Serialize for Ratio {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_f64(self.0)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

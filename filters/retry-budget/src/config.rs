@@ -8,7 +8,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
 
+/// What one budget covers: a route name, or an upstream cluster.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
+#[cfg_attr(feature = "schema", schemars(rename = "RetryBudgetScope"))]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     #[default]
@@ -16,23 +19,48 @@ pub enum Scope {
     Cluster,
 }
 
+/// The retry budget's configuration: retries made by Envoy's router, bounded by a budget.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "RetryBudgetConfig"))]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Envoy retry conditions given to the router, comma-separated (`x-envoy-retry-on`).
     #[serde(default = "default_retry_on")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(
+            pattern = r"^\s*(5xx|gateway-error|reset|reset-before-request|connect-failure|envoy-ratelimited|retriable-4xx|refused-stream|retriable-status-codes|retriable-headers|http3-post-connect-failure)?\s*(,\s*(5xx|gateway-error|reset|reset-before-request|connect-failure|envoy-ratelimited|retriable-4xx|refused-stream|retriable-status-codes|retriable-headers|http3-post-connect-failure)?\s*)*$"
+        ))
+    )]
     pub retry_on: String,
+    /// Envoy gRPC retry conditions, comma-separated (`x-envoy-retry-grpc-on`): `cancelled`,
+    /// `deadline-exceeded`, `internal`, `resource-exhausted`, `unavailable`.
     #[serde(default = "default_retry_grpc_on")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(
+            pattern = r"^\s*(cancelled|deadline-exceeded|internal|resource-exhausted|unavailable)?\s*(,\s*(cancelled|deadline-exceeded|internal|resource-exhausted|unavailable)?\s*)*$"
+        ))
+    )]
     pub retry_grpc_on: String,
+    /// Retries per request while the budget allows.
     #[serde(default = "three")]
+    #[cfg_attr(feature = "schema", schemars(range(max = 100)))]
     pub max_retries: u32,
+    /// Timeout per attempt; at least 1ms. Default: none.
     #[serde(default)]
     pub per_try_timeout: Option<Dur>,
+    /// Retries allowed as a fraction of the requests in the window.
     #[serde(default = "one_fifth")]
     pub retry_ratio: Ratio,
+    /// Retries per second allowed whatever the ratio.
     #[serde(default = "ten")]
     pub min_retries_per_second: u32,
+    /// How long a request's deposit (and a retry's withdrawal) stays in the budget; 100ms to 1h.
     #[serde(default = "ten_seconds")]
     pub ttl: Dur,
+    /// One budget per route name, or per upstream cluster.
     #[serde(default)]
     pub scope: Scope,
 }

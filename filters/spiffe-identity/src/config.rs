@@ -6,7 +6,9 @@ use mesh_kit::config::{ConfigError, Validate};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+/// Where the caller's identity comes from.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// The TLS peer of this Envoy (all its URI SANs, from the XFCC Envoy builds itself).
@@ -16,29 +18,72 @@ pub enum Source {
     Xfcc,
 }
 
+/// What happens to a caller the rules refuse.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
+    /// Refuse it (403, or gRPC PERMISSION_DENIED).
     #[default]
     Enforce,
+    /// Log and count what would be refused (`audit_denied`) and let it through.
     Audit,
 }
 
+/// The SPIFFE identity filter's configuration.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schema",
+    schemars(
+        rename = "SpiffeIdentityConfig",
+        extend(
+            "if" = {"properties": {"source": {"const": "xfcc"}}, "required": ["source"]},
+            "then" = {"properties": {"xfcc_trusted_by": {"minItems": 1}}, "required": ["xfcc_trusted_by"]}
+        )
+    )
+)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// SPIFFE ID patterns allowed on this route; empty: nobody.
     #[serde(default, deserialize_with = "patterns")]
     pub allow: Vec<Pattern>,
+    /// SPIFFE ID patterns refused even when allowed; deny wins.
     #[serde(default, deserialize_with = "patterns")]
     pub deny: Vec<Pattern>,
+    /// Trust domains accepted at all; empty: any.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(inner(regex(pattern = crate::pattern::schema::TRUST_DOMAIN_PATTERN)))
+    )]
     pub trust_domains: Vec<String>,
+    /// Where the caller's identity comes from.
     #[serde(default)]
     pub source: Source,
+    /// With `source: "xfcc"` (then required, not empty): the SPIFFE IDs of the Envoys whose XFCC
+    /// is believed.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(inner(
+            regex(pattern = crate::pattern::schema::SPIFFE_ID_PATTERN),
+            length(max = crate::id::MAX_ID_LEN)
+        ))
+    )]
     pub xfcc_trusted_by: Vec<String>,
+    /// Set upstream to the verified ID; always removed from the incoming request first. A
+    /// lowercase header name of `[a-z0-9-_]`, not `x-forwarded-client-cert`.
     #[serde(default = "default_forward_header")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            regex(pattern = r"^[a-z0-9_-]+$"),
+            extend("not" = {"const": "x-forwarded-client-cert"})
+        )
+    )]
     pub forward_header: String,
+    /// `enforce` refuses; `audit` logs and counts what would be refused and lets it through.
     #[serde(default)]
     pub mode: Mode,
 }
@@ -57,12 +102,20 @@ fn patterns<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<Pattern>, D::Error> 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         for (i, td) in self.trust_domains.iter().enumerate() {
-            // A trust domain is valid when `spiffe://<td>/x` is a valid ID.
-            if let Err(e) = crate::id::parse(&format!("spiffe://{td}/x")) {
+            // A trust domain is valid when `spiffe://<td>/x` is a valid ID whose trust domain is
+            // all of it (`td/x` would otherwise pass as trust domain `td` with a longer path).
+            let why = match crate::id::parse(&format!("spiffe://{td}/x")) {
+                Err(e) => Some(e.to_string()),
+                Ok(id) if id.trust_domain() != td => {
+                    Some("a trust domain has no path: write only the name, e.g. example.org".into())
+                }
+                Ok(_) => None,
+            };
+            if let Some(why) = why {
                 return Err(ConfigError::new(
                     format!("trust_domains[{i}]"),
                     Some(&Value::String(td.clone())),
-                    format!("not a trust domain: {e}"),
+                    format!("not a trust domain: {why}"),
                 ));
             }
         }
@@ -125,6 +178,10 @@ mod tests {
             (r#"{"allow": ["spiffe://mesh.local/ns/**/x"]}"#, "allow[0]"),
             (r#"{"deny": ["https://mesh.local/x"]}"#, "deny[0]"),
             (r#"{"trust_domains": ["Mesh.Local"]}"#, "trust_domains[0]"),
+            (
+                r#"{"trust_domains": ["mesh.local", "td/x"]}"#,
+                "trust_domains[1]",
+            ),
             (r#"{"source": "xfcc"}"#, "xfcc_trusted_by"),
             (
                 r#"{"source": "xfcc", "xfcc_trusted_by": ["spiffe://mesh.local"]}"#,

@@ -184,6 +184,57 @@ fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
         .is_some_and(|tail| tail.iter().all(|&c| c == b'*'))
 }
 
+/// JSON Schema of patterns, SPIFFE IDs and trust domains (feature `schema`, for `mesh-filters
+/// schema`): the rules of [`Pattern::parse`] and [`crate::id::parse`] as regular expressions.
+#[cfg(feature = "schema")]
+pub mod schema {
+    use super::Pattern;
+    use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+    use serde::{Serialize, Serializer};
+    use std::borrow::Cow;
+
+    /// A trust domain: 1 to 255 of `[a-z0-9._-]`.
+    pub const TRUST_DOMAIN_PATTERN: &str = "^[a-z0-9._-]{1,255}$";
+
+    /// A workload SPIFFE ID: `spiffe://`, a trust domain, then one or more `/`-separated
+    /// segments of `[a-zA-Z0-9._-]` that are not `.` or `..`. (Plus: at most 2048 bytes.)
+    pub const SPIFFE_ID_PATTERN: &str =
+        r"^spiffe://[a-z0-9._-]{1,255}(/(\.{0,2}[a-zA-Z0-9_-]|\.{3})[a-zA-Z0-9._-]*)+$";
+
+    /// A pattern: a SPIFFE ID whose path segments may also hold `*`. (Plus: at most 2048 bytes,
+    /// and `**` only as the whole last segment: [`MISPLACED_DOUBLE_STAR`].)
+    pub const PATTERN_PATTERN: &str =
+        r"^spiffe://[a-z0-9._-]{1,255}(/(\.{0,2}[a-zA-Z0-9_*-]|\.{3})[a-zA-Z0-9._*-]*)+$";
+
+    /// Matches a pattern whose `**` is anything but the whole last segment.
+    pub const MISPLACED_DOUBLE_STAR: &str = r"[^/]\*\*|\*\*.";
+
+    impl JsonSchema for Pattern {
+        fn schema_name() -> Cow<'static, str> {
+            "SpiffePattern".into()
+        }
+        fn schema_id() -> Cow<'static, str> {
+            "mesh_spiffe_identity::pattern::Pattern".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "type": "string",
+                "description": "A SPIFFE ID pattern: `spiffe://<trust-domain>/<path>`. `*` matches any run of characters within one path segment; `**` as the whole last segment matches one or more further segments. The trust domain is literal.",
+                "examples": ["spiffe://mesh.local/ns/*/sa/auth", "spiffe://mesh.local/ns/prod/**"],
+                "pattern": PATTERN_PATTERN,
+                "maxLength": crate::id::MAX_ID_LEN,
+                "not": {"pattern": MISPLACED_DOUBLE_STAR}
+            })
+        }
+    }
+
+    impl Serialize for Pattern {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(self.as_str())
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(
     clippy::unwrap_used,

@@ -8,22 +8,32 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use std::time::Duration;
 
+/// The trace-propagation filter's configuration.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "TracePropagationConfig"))]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Formats read from the request, in this order; the first valid one wins.
     #[serde(default = "default_extract", deserialize_with = "formats")]
     pub extract: Vec<Format>,
+    /// Formats written upstream.
     #[serde(default = "default_inject", deserialize_with = "formats")]
     pub inject: Vec<Format>,
+    /// Sampling ratio for traces that start here.
     #[serde(default = "all")]
     pub sampling_ratio: Ratio,
+    /// Headers returned to the caller: `traceresponse` and/or `server-timing`.
     #[serde(default)]
     pub response_headers: Vec<ResponseHeader>,
+    /// OTLP/HTTP export of one SERVER span per sampled request. Default: none.
     #[serde(default)]
     pub export: Option<Export>,
 }
 
+/// A header returned to the caller.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 pub enum ResponseHeader {
     #[serde(rename = "traceresponse")]
     TraceResponse,
@@ -33,22 +43,33 @@ pub enum ResponseHeader {
 
 /// OTLP/HTTP export of one SERVER span per sampled request.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "TraceExport"))]
 #[serde(deny_unknown_fields)]
 pub struct Export {
     /// The Envoy cluster of the collector (static, in the bootstrap).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub cluster: String,
     /// `:authority` of the export requests; default: the cluster name.
     #[serde(default)]
     pub authority: Option<String>,
+    /// Path of the export requests; starts with `/`.
     #[serde(default = "default_path")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = "^/")))]
     pub path: String,
+    /// Resource attribute `service.name` of the spans.
     #[serde(default = "default_service_name")]
     pub service_name: String,
+    /// Spans per export request.
     #[serde(default = "default_max_batch")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 10_000)))]
     pub max_batch: u32,
+    /// How often each VM sends a batch; at least 10ms.
     #[serde(default = "one_second")]
     pub flush_interval: Dur,
+    /// Spans queued per VM before the oldest are dropped; at least `max_batch`.
     #[serde(default = "default_max_queue")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1_000_000)))]
     pub max_queue: u32,
 }
 

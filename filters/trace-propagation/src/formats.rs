@@ -256,6 +256,39 @@ impl FromStr for Format {
     }
 }
 
+/// JSON Schema of a format name (feature `schema`, for `mesh-filters schema`): the names
+/// [`Format::parse`] accepts.
+#[cfg(feature = "schema")]
+mod schema {
+    use super::Format;
+    use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+    use serde::{Serialize, Serializer};
+    use std::borrow::Cow;
+
+    impl JsonSchema for Format {
+        fn schema_name() -> Cow<'static, str> {
+            "TraceFormat".into()
+        }
+        fn schema_id() -> Cow<'static, str> {
+            "mesh_trace_propagation::formats::Format".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
+            json_schema!({
+                "type": "string",
+                "description": "A propagation format: `w3c` (traceparent, tracestate), `b3` (single header), `b3-multi` (x-b3-*), `jaeger` (uber-trace-id), `grpc-trace-bin`.",
+                "enum": names
+            })
+        }
+    }
+
+    impl Serialize for Format {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(self.name())
+        }
+    }
+}
+
 /// Why a header value was refused: a short reason, without the value (which is untrusted).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Invalid(pub &'static str);

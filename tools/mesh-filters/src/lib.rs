@@ -2,6 +2,8 @@
 //!
 //! - [`check`]: validates the mesh filters' plugin configurations and route metadata in an
 //!   Envoy bootstrap or admin `config_dump` and prints the effective settings per route.
+//! - [`schema`]: writes the JSON Schema of every filter's configuration, of its route metadata
+//!   and of the suite, generated from the filters' configuration types.
 
 #![cfg_attr(
     test,
@@ -14,3 +16,4 @@
 )]
 
 pub mod check;
+pub mod schema;

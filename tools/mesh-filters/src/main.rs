@@ -1,4 +1,5 @@
 //! `mesh-filters check <envoy.yaml|config_dump.json|->...`
+//! `mesh-filters schema [DIR]`
 //!
 //! Exit status: 0 when every file checks out, 1 when one has an error, 2 on bad usage or an
 //! unreadable file.
@@ -11,10 +12,18 @@ const USAGE: &str = "usage: mesh-filters check <envoy.yaml | config_dump.json | 
 Finds the mesh filters (single filters, root_id mesh.<filter>, and the suite, root_id mesh) in an
 Envoy bootstrap or an admin /config_dump, validates every plugin configuration and every route's
 mesh.* metadata with the filters' own code, and prints the effective settings per route.
-Exit status: 0 all good, 1 errors found, 2 bad usage or unreadable file.";
+Exit status: 0 all good, 1 errors found, 2 bad usage or unreadable file.
+
+usage: mesh-filters schema [DIR]
+
+Writes the JSON Schema of every filter's plugin configuration, of its route metadata and of the
+suite into DIR (default: envoy/schema).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("schema") {
+        return mesh_filters_cli::schema::command(args.get(1..).unwrap_or_default());
+    }
     let (Some("check"), files) = (
         args.first().map(String::as_str),
         args.get(1..).unwrap_or_default(),
