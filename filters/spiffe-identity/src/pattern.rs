@@ -117,21 +117,27 @@ impl Pattern {
 
     /// Whether `id` is in the pattern's trust domain and its path matches segment by segment.
     pub fn matches(&self, id: &SpiffeId) -> bool {
-        if id.trust_domain() != self.trust_domain {
-            return false;
-        }
-        let mut rest = id.segments();
-        for segment in &self.segments {
-            match rest.next() {
-                Some(s) if segment.matches(s) => {}
-                _ => return false,
-            }
-        }
-        // `/**` needs at least one more segment; otherwise there must be none.
-        rest.next().is_some() == self.any_tail
+        let segments: Vec<&str> = id.segments().collect();
+        self.matches_parts(id.trust_domain(), &segments)
     }
 
-    /// The pattern as written.
+    /// [`Pattern::matches`] on an ID already split into its trust domain and path segments, so
+    /// that matching one ID against many patterns splits it once.
+    fn matches_parts(&self, trust_domain: &str, segments: &[&str]) -> bool {
+        let count_fits = if self.any_tail {
+            segments.len() > self.segments.len()
+        } else {
+            segments.len() == self.segments.len()
+        };
+        count_fits
+            && trust_domain == self.trust_domain
+            && self
+                .segments
+                .iter()
+                .zip(segments)
+                .all(|(pattern, segment)| pattern.matches(segment))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.text
     }
@@ -145,7 +151,11 @@ impl fmt::Display for Pattern {
 
 /// The first pattern, in order, that matches `id`.
 pub fn first_match<'a>(patterns: &'a [Pattern], id: &SpiffeId) -> Option<&'a Pattern> {
-    patterns.iter().find(|p| p.matches(id))
+    let segments: Vec<&str> = id.segments().collect();
+    let trust_domain = id.trust_domain();
+    patterns
+        .iter()
+        .find(|p| p.matches_parts(trust_domain, &segments))
 }
 
 /// `*` matches any run of bytes, possibly empty; every other byte matches itself.
