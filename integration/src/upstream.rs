@@ -33,6 +33,17 @@
 //! | `x-demo-grpc-message`  | `grpc_message`  | `grpc-message` for a non-zero gRPC status |
 //! | `x-demo-trailers-only` | `trailers_only` | `1`: send the gRPC status as a trailers-only response |
 //! | `x-demo-rejected-by`   | `rejected_by`   | HTTP: add `x-mesh-rejected-by: <value>` to the response, as a misbehaving upstream could |
+//! | `x-demo-call`          | `call`          | HTTP: call the next hop, `GET http://HOST:PORT/PATH?QUERY`, before answering (below) |
+//!
+//! **Calling the next hop** (`x-demo-call`, plain HTTP requests only) makes the service a
+//! middle tier: after `sleep_ms`, and unless `fail_attempts`/`fail_rate` fail the request,
+//! it sends `GET` to the URL over HTTP/1.1 (scheme `http` only; the query of the URL carries
+//! the next hop's own controls, and a percent-encoded `call` in it chains further). It passes
+//! on what a service in a mesh passes on: the trace context ([`PROPAGATED_HEADERS`]) as
+//! received, and `x-envoy-expected-rq-timeout-ms` minus the time spent since the request
+//! arrived. The echo then has a `call` member, `{"url", "status", "headers", "body"}` (`body`
+//! as JSON when it parses, else text) or `{"url", "error"}`, and the service answers with the
+//! next hop's status (`502` when the call failed) unless `status` is given.
 //!
 //! A non-zero `x-demo-grpc-status` is sent in trailers after the response headers unless
 //! `x-demo-trailers-only: 1`. Failures injected by `fail_attempts`/`fail_rate` on gRPC
@@ -71,6 +82,25 @@ pub const ADMIN_PREFIX: &str = "/__demo/";
 
 /// Request headers that gRPC responses echo back as `x-demo-seen-<name>`.
 pub const ECHOED_GRPC_HEADERS: [&str; 2] = ["grpc-timeout", "x-envoy-expected-rq-timeout-ms"];
+
+/// Request headers a service passes on when it calls the next hop (`x-demo-call`): the trace
+/// context of every format the mesh's trace filter reads, and baggage.
+pub const PROPAGATED_HEADERS: [&str; 11] = [
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "uber-trace-id",
+    "grpc-trace-bin",
+];
+
+/// The deadline header a service passes on, less the time it spent (`x-demo-call`).
+const DEADLINE_HEADER: &str = "x-envoy-expected-rq-timeout-ms";
 
 /// gRPC status codes used by the service.
 const GRPC_OK: u32 = 0;
@@ -395,6 +425,7 @@ async fn serve_http(
     body: Incoming,
     attempt: Option<u32>,
 ) -> Response<Body> {
+    let arrived = Instant::now();
     let body_len = match body.collect().await {
         Ok(collected) => collected.to_bytes().len(),
         Err(err) => {
@@ -419,15 +450,22 @@ async fn serve_http(
         }
     }
     let effective_attempt = attempt.unwrap_or(1);
-    let status = if plan.fail_attempts.is_some_and(|n| effective_attempt <= n)
-        || plan.fail_rate.is_some_and(|rate| shared.random() < rate)
-    {
+    let failed = plan.fail_attempts.is_some_and(|n| effective_attempt <= n)
+        || plan.fail_rate.is_some_and(|rate| shared.random() < rate);
+    // A failing service fails before it calls on.
+    let call = match plan.call.as_deref() {
+        Some(url) if !failed => Some(call_next_hop(url, &parts.headers, arrived).await),
+        _ => None,
+    };
+    let status = if failed {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         plan.status
+            .or_else(|| call.as_ref().map(|(status, _)| *status))
+            .unwrap_or(StatusCode::OK)
     };
 
-    let echo = json!({
+    let mut echo = json!({
         "service": shared.name,
         "method": parts.method.as_str(),
         "path": path_and_query(parts),
@@ -436,6 +474,9 @@ async fn serve_http(
         "attempt": attempt,
         "body_len": body_len,
     });
+    if let (Some((_, call)), Value::Object(echo)) = (call, &mut echo) {
+        echo.insert("call".to_owned(), call);
+    }
     if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         let mut response = Response::new(Empty::new().boxed());
         *response.status_mut() = status;
@@ -454,19 +495,20 @@ async fn serve_http(
 
 struct HttpPlan {
     sleep_ms: Option<u64>,
-    status: StatusCode,
+    status: Option<StatusCode>,
     fail_attempts: Option<u32>,
     fail_rate: Option<f64>,
     rejected_by: Option<String>,
+    call: Option<String>,
 }
 
 impl HttpPlan {
     fn from_request(parts: &Parts) -> Result<Self, String> {
         let controls = Controls::new(parts);
         let status = match controls.number::<u16>("x-demo-status", "status")? {
-            None => StatusCode::OK,
+            None => None,
             Some(code) if (200..=599).contains(&code) => {
-                StatusCode::from_u16(code).map_err(|e| format!("status {code}: {e}"))?
+                Some(StatusCode::from_u16(code).map_err(|e| format!("status {code}: {e}"))?)
             }
             Some(code) => return Err(format!("status {code} is outside 200..=599")),
         };
@@ -476,8 +518,84 @@ impl HttpPlan {
             fail_attempts: controls.number("x-demo-fail-attempts", "fail_attempts")?,
             fail_rate: controls.rate("x-demo-fail-rate", "fail_rate")?,
             rejected_by: controls.get("x-demo-rejected-by", "rejected_by"),
+            call: controls.get("x-demo-call", "call"),
         })
     }
+}
+
+/// Calls the next hop for `x-demo-call`: its status (`502` when the call failed) and the
+/// `call` member of the echo.
+async fn call_next_hop(url: &str, incoming: &HeaderMap, arrived: Instant) -> (StatusCode, Value) {
+    match try_call(url, incoming, arrived).await {
+        Ok(response) => {
+            let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let headers: Map<String, Value> = response
+                .headers
+                .iter()
+                .map(|(n, v)| (n.clone(), Value::String(v.clone())))
+                .collect();
+            let body = response
+                .try_json()
+                .unwrap_or_else(|_| Value::String(response.text()));
+            let call =
+                json!({"url": url, "status": response.status, "headers": headers, "body": body});
+            (status, call)
+        }
+        Err(err) => (
+            StatusCode::BAD_GATEWAY,
+            json!({"url": url, "error": err.to_string()}),
+        ),
+    }
+}
+
+async fn try_call(
+    url: &str,
+    incoming: &HeaderMap,
+    arrived: Instant,
+) -> crate::client::Result<crate::client::Response> {
+    let (authority, path) = split_http_url(url)?;
+    let addr = tokio::net::lookup_host(&authority)
+        .await?
+        .next()
+        .ok_or_else(|| format!("{authority}: no address"))?;
+    let mut headers: Vec<(&str, String)> = vec![("host", authority.clone())];
+    for name in PROPAGATED_HEADERS {
+        for value in incoming.get_all(name) {
+            headers.push((name, lossy(value)));
+        }
+    }
+    if let Some(budget) = parse_header::<u64>(incoming, DEADLINE_HEADER) {
+        let spent = u64::try_from(arrived.elapsed().as_millis()).unwrap_or(u64::MAX);
+        headers.push((DEADLINE_HEADER, budget.saturating_sub(spent).to_string()));
+    }
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    crate::client::request(
+        addr,
+        crate::client::Proto::Http1,
+        "GET",
+        &path,
+        &headers,
+        None,
+    )
+    .await
+}
+
+/// `http://HOST[:PORT]/PATH?QUERY` as (`HOST:PORT`, `/PATH?QUERY`); the port defaults to 80.
+fn split_http_url(url: &str) -> Result<(String, String), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("call {url:?} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("call {url:?}: only http:// URLs are supported"));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("call {url:?} has no host"))?;
+    let port = uri.port_u16().unwrap_or(80);
+    let path = uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
+    Ok((format!("{host}:{port}"), path))
 }
 
 fn joined_headers(headers: &HeaderMap) -> Map<String, Value> {
@@ -825,6 +943,77 @@ mod tests {
             first_message(b"\x01\0\0\0\x01x").unwrap_err().0,
             GRPC_UNIMPLEMENTED
         );
+    }
+
+    #[test]
+    fn call_urls_split_into_authority_and_path() {
+        assert_eq!(
+            split_http_url("http://127.0.0.1:15001/learner/x?sleep_ms=5").unwrap(),
+            (
+                "127.0.0.1:15001".to_owned(),
+                "/learner/x?sleep_ms=5".to_owned()
+            )
+        );
+        assert_eq!(
+            split_http_url("http://auth-sidecar").unwrap(),
+            ("auth-sidecar:80".to_owned(), "/".to_owned())
+        );
+        assert!(split_http_url("https://auth-sidecar/x").is_err());
+        assert!(split_http_url("/relative").is_err());
+        assert!(split_http_url("not a url").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_call_reaches_the_next_hop_with_trace_context_and_the_remaining_deadline() {
+        let next = spawn("next", "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let front = spawn("front", "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let url = format!("http://{}/b?status=201", next.addr());
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let resp = crate::client::get(
+            front.addr(),
+            "/a?sleep_ms=50",
+            &[
+                ("x-demo-call", url.as_str()),
+                ("traceparent", traceparent),
+                ("x-envoy-expected-rq-timeout-ms", "1000"),
+                ("x-other", "not passed on"),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(resp.status, 201, "the next hop's status");
+        let call = &resp.json()["call"];
+        assert_eq!(call["status"], 201);
+        assert_eq!(call["body"]["service"], "next");
+        let seen = &call["body"]["headers"];
+        assert_eq!(seen["traceparent"], traceparent);
+        assert!(seen.get("x-other").is_none());
+        let budget: u64 = seen["x-envoy-expected-rq-timeout-ms"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((500..=950).contains(&budget), "budget {budget}");
+
+        let resp = crate::client::get(
+            front.addr(),
+            "/a?status=200",
+            &[("x-demo-call", "http://127.0.0.1:1/unreachable")],
+        )
+        .await
+        .unwrap();
+        assert_eq!(resp.status, 200, "an explicit status wins");
+        assert!(resp.json()["call"]["error"].is_string());
+        let resp = crate::client::get(
+            front.addr(),
+            "/a",
+            &[("x-demo-call", "http://127.0.0.1:1/unreachable")],
+        )
+        .await
+        .unwrap();
+        assert_eq!(resp.status, 502);
     }
 
     #[test]
