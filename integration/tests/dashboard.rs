@@ -96,3 +96,32 @@ fn every_dashboard_query_is_valid_promql() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The compose stack's Grafana loads this dashboard over its Prometheus: the mounts point at
+/// files that exist and the provisioned datasource is the `prometheus` service by the uid the
+/// panels use.
+#[test]
+fn the_compose_stack_provisions_the_dashboard_over_its_prometheus() {
+    let root = workspace_root();
+    let compose: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join("docker-compose.yml")).unwrap())
+            .unwrap();
+    let services = &compose["services"];
+    assert!(services.get("prometheus").is_some());
+    let grafana = &services["grafana"];
+    for volume in grafana["volumes"].as_sequence().unwrap() {
+        let host = volume.as_str().unwrap().split(':').next().unwrap();
+        assert!(
+            root.join(host).exists(),
+            "grafana mounts {host}, which does not exist"
+        );
+    }
+    let ds: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root.join("dashboards/provisioning/datasources/prometheus.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let ds = &ds["datasources"][0];
+    assert_eq!(ds["uid"].as_str(), Some("prometheus"));
+    assert_eq!(ds["url"].as_str(), Some("http://prometheus:9090"));
+}
