@@ -27,5 +27,6 @@ pub mod envoy;
 pub mod grpc;
 pub mod load;
 pub mod otlp_receiver;
+pub mod serve;
 pub mod tls;
 pub mod upstream;

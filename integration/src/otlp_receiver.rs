@@ -22,7 +22,6 @@
 //! Dropping the receiver (or [`Receiver::shutdown`]) closes the listener and every
 //! connection and cuts such waits short.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -30,12 +29,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use mesh_kit::proto::google_rpc;
 use mesh_trace_propagation::otlp::pb::collector::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -49,7 +44,7 @@ use prost::Message;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 /// The path OTLP/HTTP exporters post traces to.
 pub const TRACES_PATH: &str = otlp::EXPORT_PATH;
@@ -60,7 +55,7 @@ pub const PROTOBUF: &str = otlp::CONTENT_TYPE;
 /// `google.rpc.Code.INVALID_ARGUMENT`, the code of the `Status` in a rejection body.
 const INVALID_ARGUMENT: i32 = 3;
 
-type Body = BoxBody<Bytes, Infallible>;
+use crate::serve::{self, Body};
 
 /// One span as the receiver stored it.
 #[derive(Debug, Clone, PartialEq)]
@@ -217,7 +212,11 @@ pub async fn spawn(addr: SocketAddr) -> std::io::Result<Receiver> {
         delay: Mutex::new(Duration::ZERO),
         stop: stop_rx,
     });
-    let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+    let task = tokio::spawn(serve::accept_loop(
+        listener,
+        Arc::clone(&shared),
+        |shared, request| async move { handle(&shared, request).await },
+    ));
     Ok(Receiver {
         addr,
         shared,
@@ -300,37 +299,6 @@ async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-/// Accepts connections until aborted; dropping the `JoinSet` aborts every connection.
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let shared = Arc::clone(&shared);
-                    connections.spawn(serve_connection(stream, shared));
-                }
-                // Out of file descriptors and the like: back off and keep serving.
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-}
-
-async fn serve_connection(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
-    let service = service_fn(move |request: Request<Incoming>| {
-        let shared = Arc::clone(&shared);
-        async move { Ok::<_, Infallible>(handle(&shared, request).await) }
-    });
-    let builder = auto::Builder::new(TokioExecutor::new());
-    // Connection errors (client resets, malformed requests) only end this connection.
-    let _ = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
 }
 
 async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Body> {

@@ -56,7 +56,6 @@
 //! number of records as a JSON number, `POST /__demo/reset` clears them. Requests to
 //! admin paths are not recorded.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -66,16 +65,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderName, CONTENT_TYPE};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 /// Paths starting with this prefix are the admin API and are never recorded.
 pub const ADMIN_PREFIX: &str = "/__demo/";
@@ -109,7 +104,7 @@ const GRPC_UNIMPLEMENTED: u32 = 12;
 const GRPC_INTERNAL: u32 = 13;
 const GRPC_UNAVAILABLE: u32 = 14;
 
-type Body = BoxBody<Bytes, Infallible>;
+use crate::serve::{self, Body};
 
 /// One request received by the service.
 #[derive(Debug, Clone)]
@@ -243,7 +238,11 @@ pub async fn spawn(name: &str, addr: SocketAddr) -> std::io::Result<Upstream> {
         rng: Mutex::new(seed | 1),
         stop: stop_rx,
     });
-    let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+    let task = tokio::spawn(serve::accept_loop(
+        listener,
+        Arc::clone(&shared),
+        |shared, request| async move { handle(&shared, request).await },
+    ));
     Ok(Upstream {
         addr,
         shared,
@@ -322,37 +321,6 @@ impl Drop for Upstream {
             task.abort();
         }
     }
-}
-
-/// Accepts connections until aborted; dropping the `JoinSet` aborts every connection.
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let shared = Arc::clone(&shared);
-                    connections.spawn(serve_connection(stream, shared));
-                }
-                // Out of file descriptors and the like: back off and keep serving.
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-}
-
-async fn serve_connection(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
-    let service = service_fn(move |request: Request<Incoming>| {
-        let shared = Arc::clone(&shared);
-        async move { Ok::<_, Infallible>(handle(&shared, request).await) }
-    });
-    let builder = auto::Builder::new(TokioExecutor::new());
-    // Connection errors (client resets, malformed requests) only end this connection.
-    let _ = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
 }
 
 async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
