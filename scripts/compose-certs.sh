@@ -27,33 +27,11 @@ trust_domain="mesh.local"
 days=2
 names=(edge auth learner events admin)
 
-usage() {
-  echo "usage: $0 [--force] DIR" >&2
-  exit 2
-}
-
-force=0
-dir=""
-for arg in "$@"; do
-  case "$arg" in
-    --force) force=1 ;;
-    -h | --help)
-      sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
-      exit 0
-      ;;
-    -*) usage ;;
-    *)
-      [[ -z "$dir" ]] || usage
-      dir="$arg"
-      ;;
-  esac
-done
-[[ -n "$dir" ]] || usage
-
-command -v openssl >/dev/null || {
-  echo "compose-certs: openssl not found" >&2
-  exit 1
-}
+tool=compose-certs
+help_lines=2,24
+# shellcheck source=scripts/pki.sh
+source "$(dirname "${BASH_SOURCE[0]}")/pki.sh"
+pki_args "$@"
 
 fresh() {
   local name
@@ -75,30 +53,7 @@ work="$(mktemp -d "$dir/.compose-certs.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 umask 077
 
-quiet() {
-  local out
-  if ! out="$("$@" 2>&1)"; then
-    echo "compose-certs: failed: $*" >&2
-    echo "$out" >&2
-    return 1
-  fi
-}
-
-new_key() {
-  quiet openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"
-}
-
-serial() {
-  echo "0x$(openssl rand -hex 16)"
-}
-
-new_key "$work/ca.key"
-quiet openssl req -x509 -new -key "$work/ca.key" -sha256 -days "$days" -set_serial "$(serial)" \
-  -subj "/O=$trust_domain/CN=$trust_domain compose CA" \
-  -addext "basicConstraints = critical, CA:TRUE" \
-  -addext "keyUsage = critical, keyCertSign, cRLSign, digitalSignature" \
-  -addext "subjectAltName = URI:spiffe://$trust_domain" \
-  -out "$work/ca.crt"
+new_ca "$work/ca.key" "$work/ca.crt" "$trust_domain" "$trust_domain compose CA"
 
 for name in "${names[@]}"; do
   mkdir -p "$work/$name"
@@ -107,23 +62,11 @@ for name in "${names[@]}"; do
     edge) usage_line="extendedKeyUsage = serverAuth, clientAuth" san=", DNS:edge, DNS:localhost" ;;
     *) usage_line="extendedKeyUsage = serverAuth, clientAuth" san=", DNS:$name-sidecar, DNS:localhost" ;;
   esac
-  cat >"$work/$name/ext" <<EXT
-[ext]
-basicConstraints = critical, CA:FALSE
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-keyUsage = critical, digitalSignature
-$usage_line
-subjectAltName = URI:spiffe://$trust_domain/ns/default/sa/$name$san
-EXT
-  new_key "$work/$name/svid.key"
-  quiet openssl req -new -key "$work/$name/svid.key" -subj "/O=$trust_domain/CN=$name" \
-    -out "$work/$name/svid.csr"
-  quiet openssl x509 -req -in "$work/$name/svid.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" \
-    -set_serial "$(serial)" -days "$days" -sha256 \
-    -extfile "$work/$name/ext" -extensions ext -out "$work/$name/svid.crt"
-  quiet openssl verify -CAfile "$work/ca.crt" "$work/$name/svid.crt"
-  rm -f "$work/$name/svid.csr" "$work/$name/ext"
+  new_leaf "$work/ca.key" "$work/ca.crt" "$work/$name/svid.key" "$work/$name/svid.crt" \
+    "/O=$trust_domain/CN=$name" \
+    "keyUsage = critical, digitalSignature" \
+    "$usage_line" \
+    "subjectAltName = URI:spiffe://$trust_domain/ns/default/sa/$name$san"
   cp "$work/ca.crt" "$work/$name/ca.crt"
   chmod 755 "$work/$name"
   chmod 644 "$work/$name/svid.crt" "$work/$name/ca.crt"

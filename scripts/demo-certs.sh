@@ -19,33 +19,11 @@ trust_domain="mesh.local"
 days=2
 clients=(auth learner events admin)
 
-usage() {
-  echo "usage: $0 [--force] DIR" >&2
-  exit 2
-}
-
-force=0
-dir=""
-for arg in "$@"; do
-  case "$arg" in
-    --force) force=1 ;;
-    -h | --help)
-      sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
-      exit 0
-      ;;
-    -*) usage ;;
-    *)
-      [[ -z "$dir" ]] || usage
-      dir="$arg"
-      ;;
-  esac
-done
-[[ -n "$dir" ]] || usage
-
-command -v openssl > /dev/null || {
-  echo "demo-certs: openssl not found" >&2
-  exit 1
-}
+tool=demo-certs
+help_lines=2,15
+# shellcheck source=scripts/pki.sh
+source "$(dirname "${BASH_SOURCE[0]}")/pki.sh"
+pki_args "$@"
 
 # fresh: every certificate is there and valid for at least another hour.
 fresh() {
@@ -68,49 +46,14 @@ work="$(mktemp -d "$dir/.demo-certs.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 umask 077
 
-# quiet CMD...: runs CMD, showing its output only when it fails.
-quiet() {
-  local out
-  if ! out="$("$@" 2>&1)"; then
-    echo "demo-certs: failed: $*" >&2
-    echo "$out" >&2
-    return 1
-  fi
-}
-
-new_key() {
-  quiet openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"
-}
-
-serial() {
-  echo "0x$(openssl rand -hex 16)"
-}
-
 # issue NAME SUBJECT EXTENSIONS...: NAME.key and NAME.crt signed by the CA.
 issue() {
-  local name="$1" subject="$2"
-  shift 2
-  new_key "$work/$name.key"
-  {
-    echo "[ext]"
-    echo "basicConstraints = critical, CA:FALSE"
-    echo "subjectKeyIdentifier = hash"
-    echo "authorityKeyIdentifier = keyid"
-    printf '%s\n' "$@"
-  } > "$work/$name.ext"
-  quiet openssl req -new -key "$work/$name.key" -subj "$subject" -out "$work/$name.csr"
-  quiet openssl x509 -req -in "$work/$name.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" \
-    -set_serial "$(serial)" -days "$days" -sha256 \
-    -extfile "$work/$name.ext" -extensions ext -out "$work/$name.crt"
+  local name="$1"
+  shift
+  new_leaf "$work/ca.key" "$work/ca.crt" "$work/$name.key" "$work/$name.crt" "$@"
 }
 
-new_key "$work/ca.key"
-quiet openssl req -x509 -new -key "$work/ca.key" -sha256 -days "$days" -set_serial "$(serial)" \
-  -subj "/O=$trust_domain/CN=$trust_domain demo CA" \
-  -addext "basicConstraints = critical, CA:TRUE" \
-  -addext "keyUsage = critical, keyCertSign, cRLSign, digitalSignature" \
-  -addext "subjectAltName = URI:spiffe://$trust_domain" \
-  -out "$work/ca.crt"
+new_ca "$work/ca.key" "$work/ca.crt" "$trust_domain" "$trust_domain demo CA"
 
 issue envoy "/O=$trust_domain/CN=envoy.$trust_domain" \
   "keyUsage = critical, digitalSignature" \
@@ -127,7 +70,6 @@ done
 for name in ca envoy "${clients[@]}"; do
   chmod 600 "$work/$name.key"
   chmod 644 "$work/$name.crt"
-  quiet openssl verify -CAfile "$work/ca.crt" "$work/$name.crt"
 done
 
 describe() {
