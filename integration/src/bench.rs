@@ -24,7 +24,8 @@
 //!
 //! For one configuration in one round: a fresh measured Envoy (start-up time is spawn → `/ready`
 //! LIVE), a fresh client Envoy, a functional check (each filter must visibly do its work), then
-//! the four variants (HTTP/1.1 with `wrk`, HTTP/2 with `h2load`; direct_response and proxied).
+//! the five variants (HTTP/1.1 with `wrk`, HTTP/2 with `h2load`, each on direct_response and
+//! proxied; unary gRPC with `h2load` on the proxied route).
 //! Each variant is a closed-loop load; after a warm-up the driver samples the measured Envoy's
 //! CPU time (utime + stime of the whole process, `/proc/<pid>/stat`) and its
 //! `downstream_rq_completed` counter, waits the measured window and samples again. CPU µs per
@@ -44,7 +45,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -190,6 +191,16 @@ fn whole(n: f64) -> u32 {
 pub enum Protocol {
     Http1,
     Http2,
+    /// Unary gRPC calls over HTTP/2 (h2load with a framed empty message), answered by the
+    /// upstream with `grpc-status: 0` in trailers.
+    Grpc,
+}
+
+impl Protocol {
+    /// The protocol the measured Envoy sees downstream.
+    pub fn is_http2(self) -> bool {
+        matches!(self, Protocol::Http2 | Protocol::Grpc)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -208,7 +219,7 @@ pub struct Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 4] = [
+    pub const ALL: [Variant; 5] = [
         Variant {
             protocol: Protocol::Http1,
             route: Route::Direct,
@@ -223,6 +234,10 @@ impl Variant {
         },
         Variant {
             protocol: Protocol::Http2,
+            route: Route::Proxied,
+        },
+        Variant {
+            protocol: Protocol::Grpc,
             route: Route::Proxied,
         },
     ];
@@ -233,6 +248,8 @@ impl Variant {
             (Protocol::Http1, Route::Proxied) => "HTTP/1.1 proxied",
             (Protocol::Http2, Route::Direct) => "HTTP/2 direct_response",
             (Protocol::Http2, Route::Proxied) => "HTTP/2 proxied",
+            (Protocol::Grpc, Route::Direct) => "gRPC direct_response",
+            (Protocol::Grpc, Route::Proxied) => "gRPC proxied",
         }
     }
 
@@ -242,14 +259,18 @@ impl Variant {
             (Protocol::Http1, Route::Proxied) => "h1 proxied",
             (Protocol::Http2, Route::Direct) => "h2 direct",
             (Protocol::Http2, Route::Proxied) => "h2 proxied",
+            (Protocol::Grpc, Route::Direct) => "grpc direct",
+            (Protocol::Grpc, Route::Proxied) => "grpc proxied",
         }
     }
 
     /// The request path on the measured Envoy.
     pub fn path(self) -> &'static str {
-        match self.route {
-            Route::Direct => "/direct",
-            Route::Proxied => "/proxied",
+        match (self.protocol, self.route) {
+            (Protocol::Grpc, Route::Direct) => "/direct/mesh.bench.Bench/Call",
+            (Protocol::Grpc, Route::Proxied) => "/proxied/mesh.bench.Bench/Call",
+            (_, Route::Direct) => "/direct",
+            (_, Route::Proxied) => "/proxied",
         }
     }
 }
@@ -1329,8 +1350,9 @@ pub fn render_markdown(
     let _ = writeln!(md, "## Targets\n");
     let _ = writeln!(
         md,
-        "Computed from the numbers below. h1 / h2: HTTP/1.1 (wrk) / HTTP/2 (h2load); direct: the \
-         `direct_response` route; proxied: the route to the upstream. Ratios are medians over \
+        "Computed from the numbers below. h1 / h2 / grpc: HTTP/1.1 (wrk) / HTTP/2 (h2load) / unary \
+         gRPC over HTTP/2 (h2load); direct: the `direct_response` route; proxied: the route to \
+         the upstream. Ratios are medians over \
          rounds of the ratio within each round.\n"
     );
     for c in checks(results, sizes, micro) {
@@ -1719,8 +1741,13 @@ fn nice_step(raw: f64) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // The upstream and a small client
 
+/// The body h2load sends on gRPC runs: one length-prefixed frame holding an empty message.
+pub const GRPC_EMPTY_MESSAGE: [u8; 5] = [0, 0, 0, 0, 0];
+
 /// The upstream: answers `ok` to everything, HTTP/1.1 and h2c on one port; a path ending in
-/// `/echo` answers with the request headers it received, one `name: value` per line.
+/// `/echo` answers with the request headers it received, one `name: value` per line; a gRPC
+/// request (`content-type: application/grpc*`) gets an empty message and `grpc-status: 0` in
+/// trailers.
 pub async fn serve_upstream(listener: tokio::net::TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -1730,6 +1757,23 @@ pub async fn serve_upstream(listener: tokio::net::TcpListener) {
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let service = service_fn(|req: Request<Incoming>| async move {
+                let grpc = req
+                    .headers()
+                    .get("content-type")
+                    .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+                if grpc {
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    let body = Full::new(Bytes::from_static(&GRPC_EMPTY_MESSAGE))
+                        .with_trailers(std::future::ready(Some(Ok(trailers))))
+                        .boxed();
+                    let mut response = Response::new(body);
+                    response.headers_mut().insert(
+                        "content-type",
+                        http::HeaderValue::from_static("application/grpc"),
+                    );
+                    return Ok::<_, Infallible>(response);
+                }
                 let body = if req.uri().path().ends_with("/echo") {
                     let mut text = String::new();
                     for (name, value) in req.headers() {
@@ -1744,7 +1788,7 @@ pub async fn serve_upstream(listener: tokio::net::TcpListener) {
                 } else {
                     Bytes::from_static(b"ok\n")
                 };
-                Ok::<_, Infallible>(Response::new(Full::new(body)))
+                Ok::<_, Infallible>(Response::new(Full::new(body).boxed()))
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)

@@ -236,7 +236,7 @@ fn run() -> Result<(), Error> {
     Ok(())
 }
 
-/// One configuration in one round: fresh Envoys, the functional check, the four variants.
+/// One configuration in one round: fresh Envoys, the functional check, the five variants.
 fn run_configuration(ctx: &Context, kind: Kind) -> Result<Run, String> {
     let bootstrap = bench::measured_bootstrap(kind, &ctx.modules, &ctx.server_tls, ctx.upstream)?;
     let t0 = Instant::now();
@@ -367,7 +367,7 @@ fn measure(
                 .arg(format!("-d{seconds:.0}s"))
                 .arg("--latency");
         }
-        Protocol::Http2 => {
+        Protocol::Http2 | Protocol::Grpc => {
             let _ = std::fs::remove_file(&log);
             cmd.arg("h2load")
                 .arg("-t1")
@@ -377,6 +377,17 @@ fn measure(
                 // The window is closed by then; the rest keeps the load on until it is.
                 .arg(format!("--duration={:.0}ms", p.seconds * 1e3 + 500.0))
                 .arg(format!("--log-file={}", log.display()));
+            if v.protocol == Protocol::Grpc {
+                // Unary calls: POST of one framed empty message, as a gRPC client sends it.
+                let message = ctx.scratch.join("grpc-message.bin");
+                std::fs::write(&message, bench::GRPC_EMPTY_MESSAGE).map_err(|e| e.to_string())?;
+                cmd.arg("-d").arg(&message).args([
+                    "-H",
+                    "content-type: application/grpc",
+                    "-H",
+                    "te: trailers",
+                ]);
+            }
         }
     }
     for (name, value) in bench::LOAD_HEADERS {
@@ -413,7 +424,7 @@ fn measure(
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     let report = match v.protocol {
         Protocol::Http1 => bench::parse_wrk(&text),
-        Protocol::Http2 => {
+        Protocol::Http2 | Protocol::Grpc => {
             bench::parse_h2load(&text, &std::fs::read_to_string(&log).unwrap_or_default())
         }
     }
@@ -431,9 +442,10 @@ fn measure(
     }
     // The measured Envoy must have seen the protocol under test.
     let (h1, h2) = (h1_1.saturating_sub(h1_0), h2_1.saturating_sub(h2_0));
-    let (expected, other) = match v.protocol {
-        Protocol::Http1 => (h1, h2),
-        Protocol::Http2 => (h2, h1),
+    let (expected, other) = if v.protocol.is_http2() {
+        (h2, h1)
+    } else {
+        (h1, h2)
     };
     if other > expected {
         return Err(format!(
