@@ -363,6 +363,20 @@ pub fn prometheus_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Opti
         })
 }
 
+/// The sum of every sample of a metric, whatever its labels (0 when there is none).
+pub fn prometheus_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let metric = series.split('{').next()?;
+            (metric == name)
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
 /// A temporary directory removed on drop (kept when `KEEP_TMP` is set).
 mod tempdir {
     use std::path::{Path, PathBuf};

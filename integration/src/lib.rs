@@ -15,6 +15,8 @@
 //! * [`broken`]: the corpus of invalid configurations, each as a minimal bootstrap.
 //! * [`bootstrap`]: Envoy bootstraps for tests (listeners, routes, our wasm filters, clusters).
 //! * [`load`]: open-loop load at a fixed request rate, one connection per request.
+//! * [`soak`]: a long steady load through the suite over churned route names, sampling
+//!   Envoy's memory (`make soak`).
 //! * [`otlp_receiver`]: a real OTLP/HTTP trace receiver (`POST /v1/traces`, protobuf) that
 //!   stores every exported span and can be made to answer slowly.
 
@@ -28,5 +30,6 @@ pub mod grpc;
 pub mod load;
 pub mod otlp_receiver;
 pub mod serve;
+pub mod soak;
 pub mod tls;
 pub mod upstream;
