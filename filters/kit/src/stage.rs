@@ -68,6 +68,11 @@ pub trait Stage: Sized + 'static {
 
     fn on_request_headers(&self, cx: &mut Cx<'_, Self>) -> Flow;
 
+    /// Runs instead of [`Stage::on_request_headers`] on a route where route metadata switches
+    /// the stage off (`{"disabled": true}`): for what must happen even there, such as removing
+    /// a request header that only the stage may set.
+    fn on_disabled_route(&self, _ex: &mut Exchange) {}
+
     fn on_response_headers(&self, _cx: &mut Cx<'_, Self>) {}
 
     fn on_response_trailers(&self, _cx: &mut Cx<'_, Self>) {}
@@ -343,7 +348,10 @@ impl<S: Stage> AnySlot for Slot<S> {
             .get(&route, || host.property(&["xds", "route_metadata"]));
         let stats = self.stats.borrow_mut().get(&*host, "route", &route);
         let (config, mode) = match lookup.config {
-            RouteConfig::Disabled => return None,
+            RouteConfig::Disabled => {
+                self.stage.on_disabled_route(ex);
+                return None;
+            }
             RouteConfig::Enabled(c) => (c, Mode::Normal),
             RouteConfig::Invalid { fallback } => {
                 if let Some(e) = lookup.new_error {

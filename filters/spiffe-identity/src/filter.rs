@@ -1,6 +1,7 @@
 //! The SPIFFE identity stage: the adapter-facing table of contents of the filter.
 //!
-//! 1. Remove the incoming `forward_header` (`x-spiffe-id`): only this filter sets it.
+//! 1. Remove the incoming `forward_header` (`x-spiffe-id`): only this filter sets it. Also on a
+//!    route whose metadata switches the filter off ([`Stage::on_disabled_route`]).
 //! 2. Find the caller's URI SANs ([`peer_uris`] or [`xfcc_uris`], by `source`).
 //! 3. Authenticate: exactly one URI SAN, a valid SPIFFE ID ([`crate::id`]), of an accepted trust
 //!    domain. Otherwise 403 / UNAUTHENTICATED.
@@ -18,7 +19,7 @@ use crate::xfcc;
 use mesh_kit::host::Host;
 use mesh_kit::metrics::Stat;
 use mesh_kit::reply::{GrpcCode, Reply};
-use mesh_kit::stage::{Cx, Flow, OnInvalid, Stage};
+use mesh_kit::stage::{Cx, Exchange, Flow, OnInvalid, Stage};
 
 pub const XFCC: &str = "x-forwarded-client-cert";
 
@@ -28,7 +29,10 @@ pub const UNAUTHENTICATED: usize = 2;
 pub const AUDIT_DENIED: usize = 3;
 pub const CONFIG_ERROR: usize = 4;
 
-pub struct SpiffeIdentity;
+pub struct SpiffeIdentity {
+    /// The plugin's `forward_header`, removed on routes where the filter is switched off.
+    forward_header: String,
+}
 
 /// Why a caller is refused.
 #[derive(Debug, PartialEq)]
@@ -55,8 +59,16 @@ impl Stage for SpiffeIdentity {
     type Config = Config;
     type Request = ();
 
-    fn new(_config: &Config, _host: &dyn Host) -> Self {
-        SpiffeIdentity
+    fn new(config: &Config, _host: &dyn Host) -> Self {
+        SpiffeIdentity {
+            forward_header: config.forward_header.clone(),
+        }
+    }
+
+    /// Where the filter is switched off no identity is verified, so none may reach the
+    /// upstream either: a client's `forward_header` is removed there too.
+    fn on_disabled_route(&self, ex: &mut Exchange) {
+        ex.remove_header(&self.forward_header);
     }
 
     fn on_invalid_route_config(&self) -> OnInvalid {
@@ -163,21 +175,64 @@ pub fn authorize(config: &Config, id: &SpiffeId) -> Result<(), Refusal> {
 /// The URI SANs of this connection's TLS peer. Envoy's `connection.uri_san_peer_certificate`
 /// shows only the first one, so they are read from the `x-forwarded-client-cert` Envoy builds
 /// for this connection (`forward_client_cert_details: SANITIZE_SET`,
-/// `set_current_client_cert_details: {uri: true}`): the element whose `Hash` is the peer
-/// certificate's SHA-256, and whose first URI is the one Envoy reports.
+/// `set_current_client_cert_details: {uri: true}`): see [`peer_certificate_uris`].
 fn peer_uris(cx: &Cx<'_, SpiffeIdentity>) -> Result<Vec<String>, Refusal> {
     let mtls = cx
         .ex
         .property(&["connection", "mtls"])
         .is_some_and(|b| b.first() == Some(&1));
-    if !mtls {
+    let peer = if mtls {
+        PeerCertificate {
+            mtls,
+            digest: property_string(cx, &["connection", "sha256_peer_certificate_digest"]),
+            first_uri: property_string(cx, &["connection", "uri_san_peer_certificate"])
+                .unwrap_or_default(),
+        }
+    } else {
+        PeerCertificate::default()
+    };
+    peer_certificate_uris(&peer, cx.ex.header(XFCC))
+}
+
+/// What Envoy reports about this connection's TLS peer.
+#[derive(Debug, Default)]
+pub struct PeerCertificate {
+    /// `connection.mtls`: the client presented a certificate Envoy verified.
+    pub mtls: bool,
+    /// `connection.sha256_peer_certificate_digest`, hex.
+    pub digest: Option<String>,
+    /// `connection.uri_san_peer_certificate`: the certificate's first URI SAN only (empty when
+    /// it has none).
+    pub first_uri: String,
+}
+
+/// Every URI SAN of the peer certificate: the element of the Envoy-built `xfcc` whose `Hash` is
+/// the certificate's digest, whose first URI must be the one Envoy reports.
+///
+/// A certificate whose first URI SAN is not a valid SPIFFE ID is refused as unauthenticated
+/// before the header is read: it names no workload whatever its other SANs, and Envoy writes
+/// URI SANs into the header unquoted, so such a SAN (`?a=b`, `;URI=…`, `,By=…`, a quote or a
+/// space) would otherwise break or reshape the header and be taken for a listener problem
+/// (`identity_unverifiable`, counted as `config_error`) instead of a caller without a valid ID.
+pub fn peer_certificate_uris(
+    peer: &PeerCertificate,
+    xfcc: Option<&str>,
+) -> Result<Vec<String>, Refusal> {
+    if !peer.mtls {
         return Err(Refusal::Unauthenticated("no client certificate".into()));
     }
-    let digest = property_string(cx, &["connection", "sha256_peer_certificate_digest"])
-        .ok_or_else(|| {
-            Refusal::CannotDecide("the peer certificate digest is not readable".into())
-        })?;
-    let header = cx.ex.header(XFCC).ok_or_else(|| {
+    if !peer.first_uri.is_empty() {
+        if let Err(e) = id::parse(&peer.first_uri) {
+            return Err(Refusal::Unauthenticated(format!(
+                "{} is not a valid SPIFFE ID: {e}",
+                escape_for_log(&peer.first_uri, 128)
+            )));
+        }
+    }
+    let digest = peer.digest.as_deref().ok_or_else(|| {
+        Refusal::CannotDecide("the peer certificate digest is not readable".into())
+    })?;
+    let header = xfcc.ok_or_else(|| {
         Refusal::CannotDecide(
             "no x-forwarded-client-cert: set forward_client_cert_details: SANITIZE_SET and set_current_client_cert_details: {uri: true} on this listener".into(),
         )
@@ -186,7 +241,7 @@ fn peer_uris(cx: &Cx<'_, SpiffeIdentity>) -> Result<Vec<String>, Refusal> {
         .map_err(|e| Refusal::CannotDecide(format!("x-forwarded-client-cert: {e}")))?;
     let element = elements
         .iter()
-        .find(|e| e.hash().is_some_and(|h| h.eq_ignore_ascii_case(&digest)))
+        .find(|e| e.hash().is_some_and(|h| h.eq_ignore_ascii_case(digest)))
         .ok_or_else(|| Refusal::CannotDecide("x-forwarded-client-cert does not describe this connection's peer certificate (is it SANITIZE_SET?)".into()))?;
     // Envoy writes an empty `URI=` for a certificate without URI SANs.
     let uris: Vec<String> = element
@@ -195,9 +250,7 @@ fn peer_uris(cx: &Cx<'_, SpiffeIdentity>) -> Result<Vec<String>, Refusal> {
         .filter(|u| !u.is_empty())
         .map(str::to_string)
         .collect();
-    let first =
-        property_string(cx, &["connection", "uri_san_peer_certificate"]).unwrap_or_default();
-    if uris.first().map(String::as_str).unwrap_or_default() != first {
+    if uris.first().map(String::as_str).unwrap_or_default() != peer.first_uri {
         return Err(Refusal::CannotDecide(
             "x-forwarded-client-cert and the peer certificate disagree".into(),
         ));
@@ -288,5 +341,199 @@ fn refusal_reply(r: &Refusal) -> Reply {
             "the caller's identity could not be verified",
         )
         .with_error_info(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const LEARNER: &str = "spiffe://mesh.local/ns/default/sa/learner";
+    const ADMIN: &str = "spiffe://mesh.local/ns/default/sa/admin";
+
+    fn peer(first_uri: &str) -> PeerCertificate {
+        PeerCertificate {
+            mtls: true,
+            digest: Some("abcd".into()),
+            first_uri: first_uri.into(),
+        }
+    }
+
+    /// The header Envoy builds with SANITIZE_SET and `{uri: true}`: URI SANs written unquoted.
+    fn envoy_xfcc(uris: &[&str]) -> String {
+        let mut h = "By=spiffe://mesh.local/ns/default/sa/envoy;Hash=abcd".to_string();
+        for u in uris {
+            h.push_str(";URI=");
+            h.push_str(u);
+        }
+        h
+    }
+
+    fn unauthenticated(r: Result<Vec<String>, Refusal>) -> String {
+        match r {
+            Err(Refusal::Unauthenticated(why)) => why,
+            other => panic!("want unauthenticated, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_uri_san_of_the_peer_certificate_is_read_from_the_envoy_built_header() {
+        let header = envoy_xfcc(&[LEARNER, ADMIN]);
+        assert_eq!(
+            peer_certificate_uris(&peer(LEARNER), Some(&header)),
+            Ok(vec![LEARNER.to_string(), ADMIN.to_string()])
+        );
+        assert_eq!(
+            peer_certificate_uris(&peer(""), Some(&envoy_xfcc(&[""]))),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn a_first_uri_san_that_breaks_the_header_is_an_invalid_id_not_a_listener_problem() {
+        for san in [
+            format!("{LEARNER}?x=1"),
+            format!("{LEARNER};URI={ADMIN}"),
+            format!("{LEARNER},By=spiffe://mesh.local/ns/default/sa/envoy;URI={ADMIN}"),
+            format!("{LEARNER}\" {ADMIN}"),
+        ] {
+            let why = unauthenticated(peer_certificate_uris(
+                &peer(&san),
+                Some(&envoy_xfcc(&[&san])),
+            ));
+            assert!(why.contains("is not a valid SPIFFE ID"), "{san}: {why}");
+        }
+    }
+
+    #[test]
+    fn a_forged_or_foreign_header_still_cannot_decide_when_the_certificate_is_valid() {
+        // An element with the certificate's own hash naming another first URI.
+        let forged = format!("Hash=abcd;URI={ADMIN}");
+        assert!(matches!(
+            peer_certificate_uris(&peer(LEARNER), Some(&forged)),
+            Err(Refusal::CannotDecide(_))
+        ));
+        // No element for this certificate; no header; no digest.
+        let other = format!("Hash=00;URI={LEARNER}");
+        assert!(matches!(
+            peer_certificate_uris(&peer(LEARNER), Some(&other)),
+            Err(Refusal::CannotDecide(_))
+        ));
+        assert!(matches!(
+            peer_certificate_uris(&peer(LEARNER), None),
+            Err(Refusal::CannotDecide(_))
+        ));
+        let no_digest = PeerCertificate {
+            digest: None,
+            ..peer(LEARNER)
+        };
+        assert!(matches!(
+            peer_certificate_uris(&no_digest, Some(&envoy_xfcc(&[LEARNER]))),
+            Err(Refusal::CannotDecide(_))
+        ));
+    }
+
+    /// A host that serves request headers and records the writes to them.
+    #[derive(Default)]
+    struct Headers {
+        headers: Vec<(String, String)>,
+        writes: std::cell::RefCell<Vec<(String, Option<String>)>>,
+    }
+
+    impl Host for Headers {
+        fn now(&self) -> std::time::SystemTime {
+            std::time::SystemTime::UNIX_EPOCH
+        }
+        fn property(&self, _: &[&str]) -> Option<Vec<u8>> {
+            None
+        }
+        fn request_headers(&self) -> Vec<(String, String)> {
+            self.headers.clone()
+        }
+        fn set_request_header(&self, name: &str, value: Option<&str>) {
+            self.writes
+                .borrow_mut()
+                .push((name.to_string(), value.map(str::to_string)));
+        }
+        fn response_header(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn set_response_header(&self, _: &str, _: Option<&str>) {}
+        fn response_trailer(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn set_response_trailer(&self, _: &str, _: Option<&str>) {}
+        fn send_reply(&self, _: &mesh_kit::reply::Rendered) {}
+        fn define_metric(&self, _: mesh_kit::host::MetricKind, _: &str) -> Option<u32> {
+            None
+        }
+        fn increment_metric(&self, _: u32, _: i64) {}
+        fn record_metric(&self, _: u32, _: u64) {}
+        fn http_call(
+            &self,
+            _: &str,
+            _: &[(&str, &str)],
+            _: &[u8],
+            _: std::time::Duration,
+        ) -> Option<u32> {
+            None
+        }
+        fn http_call_status(&self) -> Option<u32> {
+            None
+        }
+        fn set_tick_period(&self, _: std::time::Duration) {}
+        fn shared_get(&self, _: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            (None, None)
+        }
+        fn shared_set(
+            &self,
+            _: &str,
+            _: &[u8],
+            _: Option<u32>,
+        ) -> Result<(), mesh_kit::host::CasError> {
+            Ok(())
+        }
+    }
+
+    fn config(json: &str) -> Config {
+        mesh_kit::config::from_value(&mesh_kit::config::parse_json(json.as_bytes()).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_forged_forward_header_is_removed_on_a_route_where_the_filter_is_off() {
+        for (json, header) in [
+            ("{}", "x-spiffe-id"),
+            (r#"{"forward_header": "x-client-id"}"#, "x-client-id"),
+        ] {
+            let host = std::rc::Rc::new(Headers {
+                headers: vec![
+                    (":path".into(), "/x".into()),
+                    (header.into(), ADMIN.into()),
+                    (header.into(), LEARNER.into()),
+                ],
+                ..Headers::default()
+            });
+            let mut ex = Exchange::new(host.clone());
+            ex.load_request();
+            let stage = SpiffeIdentity::new(&config(json), &*host);
+            stage.on_disabled_route(&mut ex);
+            assert_eq!(
+                *host.writes.borrow(),
+                [(header.to_string(), None)],
+                "{json}"
+            );
+            assert!(!ex.has_header(header));
+        }
+    }
+
+    #[test]
+    fn without_a_client_certificate_the_header_is_never_read() {
+        let plain = PeerCertificate::default();
+        let why = unauthenticated(peer_certificate_uris(&plain, Some(&envoy_xfcc(&[LEARNER]))));
+        assert_eq!(why, "no client certificate");
     }
 }
