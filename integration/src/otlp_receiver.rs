@@ -236,6 +236,12 @@ impl Receiver {
         lock(&self.shared.spans).clone()
     }
 
+    /// Takes the stored spans out (the store is empty afterwards; nothing arriving meanwhile is
+    /// lost), for long runs that must not keep every span.
+    pub fn take_spans(&self) -> Vec<ReceivedSpan> {
+        std::mem::take(&mut *lock(&self.shared.spans))
+    }
+
     /// The number of requests to `/v1/traces` (export calls), accepted or not.
     pub fn requests(&self) -> usize {
         lock(&self.shared.counters).requests

@@ -539,6 +539,13 @@ impl Report {
                 out.push(format!("{name} = {}", self.metric(name)));
             }
         }
+        let exported = self.metric("mesh_trace_propagation_spans_exported");
+        if self.spans_received as f64 != exported {
+            out.push(format!(
+                "the receiver got {} spans, the filter counted {exported} exported",
+                self.spans_received
+            ));
+        }
         for name in [
             "mesh_circuit_breaker_opened",
             "mesh_retry_budget_retries",
@@ -685,8 +692,7 @@ pub async fn soak(p: &Params, progress: &(dyn Fn(&str) + Sync)) -> Result<Report
             seen.len(),
         );
         upstream.clear();
-        spans_received += receiver.spans().len();
-        receiver.clear();
+        spans_received += receiver.take_spans().len();
         if at_s >= p.seconds {
             break;
         }
@@ -694,10 +700,18 @@ pub async fn soak(p: &Params, progress: &(dyn Fn(&str) + Sync)) -> Result<Report
     }
     stop.store(true, Ordering::Relaxed);
     let _ = load.await;
-    // Let the last spans go out.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-
-    let text = tokio::task::block_in_place(|| measured.prometheus())?;
+    // Let the last spans go out: until the receiver has every span the filter counted as
+    // exported (at most 5 s; a difference left is reported).
+    let mut text = String::new();
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        spans_received += receiver.take_spans().len();
+        text = tokio::task::block_in_place(|| measured.prometheus())?;
+        let exported = envoy::prometheus_sum(&text, "mesh_trace_propagation_spans_exported");
+        if spans_received as f64 == exported {
+            break;
+        }
+    }
     let metrics = REPORTED_METRICS
         .iter()
         .map(|&n| (n, envoy::prometheus_sum(&text, n)))
@@ -712,7 +726,6 @@ pub async fn soak(p: &Params, progress: &(dyn Fn(&str) + Sync)) -> Result<Report
         .take(5)
         .map(str::to_owned)
         .collect();
-    spans_received += receiver.spans().len();
     let error_examples = tally.examples.lock().map(|e| e.clone()).unwrap_or_default();
     drop(client);
     drop(measured);
