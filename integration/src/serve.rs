@@ -26,6 +26,26 @@ where
     H: Fn(Arc<S>, Request<Incoming>) -> F + Copy + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    accept_loop_fallible(listener, shared, move |shared, request| {
+        let response = handle(shared, request);
+        async move { Ok::<_, Infallible>(response.await) }
+    })
+    .await;
+}
+
+/// [`accept_loop`] for handlers that may fail a request (and bodies that may fail mid-stream):
+/// hyper then closes the HTTP/1.1 connection or resets the HTTP/2 stream, which is how the demo
+/// service plays a service dying mid-request.
+pub async fn accept_loop_fallible<S, H, F, B, E>(listener: TcpListener, shared: Arc<S>, handle: H)
+where
+    S: Send + Sync + 'static,
+    H: Fn(Arc<S>, Request<Incoming>) -> F + Copy + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, E>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -35,8 +55,7 @@ where
                     let shared = Arc::clone(&shared);
                     connections.spawn(async move {
                         let service = service_fn(move |request: Request<Incoming>| {
-                            let response = handle(Arc::clone(&shared), request);
-                            async move { Ok::<_, Infallible>(response.await) }
+                            handle(Arc::clone(&shared), request)
                         });
                         // Connection errors (client resets, malformed requests) only end this
                         // connection.

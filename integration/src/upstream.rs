@@ -34,6 +34,7 @@
 //! | `x-demo-trailers-only` | `trailers_only` | `1`: send the gRPC status as a trailers-only response |
 //! | `x-demo-rejected-by`   | `rejected_by`   | HTTP: add `x-mesh-rejected-by: <value>` to the response, as a misbehaving upstream could |
 //! | `x-demo-call`          | `call`          | HTTP: call the next hop, `GET http://HOST:PORT/PATH?QUERY`, before answering (below) |
+//! | `x-demo-abort`         | `abort`         | after `sleep_ms`, cut the request short instead of answering (below) |
 //!
 //! **Calling the next hop** (`x-demo-call`, plain HTTP requests only) makes the service a
 //! middle tier: after `sleep_ms`, and unless `fail_attempts`/`fail_rate` fail the request,
@@ -50,23 +51,34 @@
 //! requests are trailers-only by default (that is the form a proxy can retry), unless
 //! `x-demo-trailers-only: 0` asks for the status in trailers.
 //!
+//! **Aborting** (`x-demo-abort`, plain HTTP and gRPC alike) plays a service that dies while it
+//! handles the request. `before-headers`: no answer at all; an HTTP/1.1 connection is closed, an
+//! HTTP/2 stream is reset (`RST_STREAM`). `after-headers`: `200` response headers and the first
+//! part of a body are sent, then, 50 ms later, the connection is closed (HTTP/1.1) or the stream
+//! reset (HTTP/2) in the middle of the body. Any other value is answered with `400`. Aborted
+//! requests are recorded like the others.
+//!
 //! # Admin paths
 //!
 //! `GET /__demo/requests` returns the records as a JSON list, `GET /__demo/count` the
 //! number of records as a JSON number, `POST /__demo/reset` clears them. Requests to
 //! admin paths are not recorded.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderName, CONTENT_TYPE};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -238,10 +250,10 @@ pub async fn spawn(name: &str, addr: SocketAddr) -> std::io::Result<Upstream> {
         rng: Mutex::new(seed | 1),
         stop: stop_rx,
     });
-    let task = tokio::spawn(serve::accept_loop(
+    let task = tokio::spawn(serve::accept_loop_fallible(
         listener,
         Arc::clone(&shared),
-        |shared, request| async move { handle(&shared, request).await },
+        serve_or_abort,
     ));
     Ok(Upstream {
         addr,
@@ -319,6 +331,106 @@ impl Drop for Upstream {
         self.stop.send_replace(true);
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Serving, and aborting on purpose
+
+/// The error a handler returns to cut a request short (`x-demo-abort`): hyper then closes the
+/// HTTP/1.1 connection or resets the HTTP/2 stream.
+#[derive(Debug)]
+pub struct Aborted;
+
+impl std::fmt::Display for Aborted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("demo: request aborted on purpose (x-demo-abort)")
+    }
+}
+
+impl std::error::Error for Aborted {}
+
+/// Response bodies of the service: the usual ones, or one that fails mid-stream.
+type ServiceBody = BoxBody<Bytes, Aborted>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Abort {
+    BeforeHeaders,
+    AfterHeaders,
+}
+
+async fn serve_or_abort(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<ServiceBody>, Aborted> {
+    let (parts, body) = request.into_parts();
+    let abort = if parts.uri.path().starts_with(ADMIN_PREFIX) {
+        None
+    } else {
+        Controls::new(&parts).get("x-demo-abort", "abort")
+    };
+    let Some(abort) = abort else {
+        let response = handle(&shared, Request::from_parts(parts, body)).await;
+        return Ok(response.map(|b| b.map_err(|never| match never {}).boxed()));
+    };
+    lock(&shared.records).push(Record::from_parts(&parts));
+    let plan = match abort.trim() {
+        "before-headers" => Ok(Abort::BeforeHeaders),
+        "after-headers" => Ok(Abort::AfterHeaders),
+        other => Err(format!(
+            "bad x-demo-abort / abort value {other:?}: expected before-headers or after-headers"
+        )),
+    };
+    let sleep_ms = Controls::new(&parts).number::<u64>("x-demo-sleep-ms", "sleep_ms");
+    let (plan, sleep_ms) = match (plan, sleep_ms) {
+        (Ok(plan), Ok(sleep_ms)) => (plan, sleep_ms),
+        (Err(msg), _) | (_, Err(msg)) => {
+            let response = error_response(&shared, StatusCode::BAD_REQUEST, msg);
+            return Ok(response.map(|b| b.map_err(|never| match never {}).boxed()));
+        }
+    };
+    if let Some(ms) = sleep_ms {
+        if !shared.sleep(Duration::from_millis(ms)).await {
+            return Err(Aborted);
+        }
+    }
+    match plan {
+        Abort::BeforeHeaders => Err(Aborted),
+        Abort::AfterHeaders => {
+            let mut response = Response::new(BodyExt::boxed(AbortMidBody::default()));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            add_service_header(&shared, response.headers_mut());
+            Ok(response)
+        }
+    }
+}
+
+/// A body that sends one chunk, waits 50 ms (so the headers and the chunk are on the wire) and
+/// then fails.
+#[derive(Default)]
+struct AbortMidBody {
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl hyper::body::Body for AbortMidBody {
+    type Data = Bytes;
+    type Error = Aborted;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
+        match self.wait.as_mut() {
+            None => {
+                self.wait = Some(Box::pin(tokio::time::sleep(Duration::from_millis(50))));
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                    b"the first part of a body that never ends\n",
+                )))))
+            }
+            Some(wait) => wait.as_mut().poll(cx).map(|()| Some(Err(Aborted))),
         }
     }
 }

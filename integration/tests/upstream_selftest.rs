@@ -706,3 +706,49 @@ async fn mesh_demo_binary_serves_until_sigterm() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("expected NAME=ADDR"), "{stderr}");
 }
+
+/// Sends one raw HTTP/1.1 request and reads until the service closes the connection.
+async fn raw_http1(addr: SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: demo\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw)).await;
+    assert!(read.is_ok(), "the connection was not closed");
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+#[tokio::test]
+async fn abort_cuts_requests_short_before_or_after_the_headers() {
+    let up = start("dying").await;
+    // Before the headers: the connection closes without a byte of answer.
+    assert_eq!(raw_http1(up.addr(), "/x?abort=before-headers").await, "");
+    // After the headers: a 200 and the start of a chunked body, never its last chunk.
+    let text = raw_http1(up.addr(), "/x?abort=after-headers").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("the first part of a body"), "{text}");
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "the body must not end: {text}"
+    );
+
+    // Over h2c and HTTP/1.1 both, the client sees an error rather than a response; sleep_ms
+    // comes first.
+    for proto in [Proto::Http1, Proto::H2c] {
+        for how in ["before-headers", "after-headers"] {
+            let started = Instant::now();
+            let headers = [("x-demo-abort", how), ("x-demo-sleep-ms", "100")];
+            let r = client::request(up.addr(), proto, "GET", "/y", &headers, None).await;
+            assert!(r.is_err(), "{proto:?} {how}: {r:?}");
+            assert!(started.elapsed() >= Duration::from_millis(100));
+        }
+    }
+    assert_eq!(up.count(), 6, "aborted requests are recorded");
+    // The service still answers afterwards, and a bad value is a 400.
+    assert_eq!(client::get(up.addr(), "/z", &[]).await.unwrap().status, 200);
+    let r = client::get(up.addr(), "/z?abort=sometimes", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+}

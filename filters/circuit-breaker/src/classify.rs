@@ -1,7 +1,8 @@
 //! Which finished calls are failures.
 //!
 //! `failure_on` names HTTP outcomes: `"5xx"`, `"4xx"`, `"gateway-error"` (502, 503, 504),
-//! `"reset"` (the upstream reset the stream or closed the connection: Envoy flags UR, UC),
+//! `"reset"` (the upstream reset the stream or closed the connection: Envoy flags UR, UC, and UPE,
+//! which is what an HTTP/1.1 upstream that dies in the middle of a chunked body produces),
 //! `"connect-failure"` (UF), `"timeout"` (UT: the router's timeout fired), and explicit codes
 //! such as `"429"` or `"503"`. `grpc_failure_on` names gRPC statuses as in gRPC's code list,
 //! lowercase with dashes (`"unavailable"`, `"deadline-exceeded"`), or by number (`"14"`).
@@ -14,6 +15,10 @@ pub mod flags {
     pub const UPSTREAM_REMOTE_RESET: u64 = 0x10;
     pub const UPSTREAM_CONNECTION_FAILURE: u64 = 0x20;
     pub const UPSTREAM_CONNECTION_TERMINATION: u64 = 0x40;
+    /// UPE: Envoy 1.40 reports an HTTP/1.1 upstream that closes its connection in the middle of
+    /// a chunked response body as a protocol error (`upstream_reset_after_response_started
+    /// {protocol_error}`), not as UC.
+    pub const UPSTREAM_PROTOCOL_ERROR: u64 = 0x80_0000;
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,7 +63,9 @@ impl FailureOn {
             || (self.gateway_error && matches!(status, 502..=504))
             || (self.reset
                 && response_flags
-                    & (flags::UPSTREAM_REMOTE_RESET | flags::UPSTREAM_CONNECTION_TERMINATION)
+                    & (flags::UPSTREAM_REMOTE_RESET
+                        | flags::UPSTREAM_CONNECTION_TERMINATION
+                        | flags::UPSTREAM_PROTOCOL_ERROR)
                     != 0)
             || (self.connect_failure && response_flags & flags::UPSTREAM_CONNECTION_FAILURE != 0)
             || (self.timeout && response_flags & flags::UPSTREAM_REQUEST_TIMEOUT != 0)
@@ -148,7 +155,7 @@ mod schema {
         fn json_schema(_: &mut SchemaGenerator) -> Schema {
             json_schema!({
                 "type": "array",
-                "description": "HTTP outcomes that count as failures: `5xx`, `4xx`, `gateway-error` (502, 503, 504), `reset` (Envoy flags UR, UC), `connect-failure` (UF), `timeout` (UT: the router's timeout fired), or an HTTP status code from 100 to 599 such as \"429\".",
+                "description": "HTTP outcomes that count as failures: `5xx`, `4xx`, `gateway-error` (502, 503, 504), `reset` (Envoy flags UR, UC, UPE), `connect-failure` (UF), `timeout` (UT: the router's timeout fired), or an HTTP status code from 100 to 599 such as \"429\".",
                 "items": {
                     "type": "string",
                     "anyOf": [
@@ -204,6 +211,21 @@ mod tests {
         assert!(f.matches(0, flags::UPSTREAM_REMOTE_RESET));
         assert!(f.matches(503, flags::UPSTREAM_CONNECTION_FAILURE));
         assert!(f.matches(200, flags::UPSTREAM_REQUEST_TIMEOUT));
+    }
+
+    #[test]
+    fn an_upstream_that_dies_mid_body_counts_as_a_reset() {
+        // Envoy 1.40: an HTTP/1.1 upstream closing its connection inside a chunked body is
+        // `200` with UPE; over HTTP/2 the same death is UR; a dead connection otherwise UC.
+        let f = FailureOn::parse(&names(&["reset"])).unwrap();
+        assert!(f.matches(200, flags::UPSTREAM_PROTOCOL_ERROR));
+        assert!(f.matches(200, flags::UPSTREAM_REMOTE_RESET));
+        assert!(f.matches(200, flags::UPSTREAM_CONNECTION_TERMINATION));
+        let f = FailureOn::parse(&names(&["5xx"])).unwrap();
+        assert!(
+            !f.matches(200, flags::UPSTREAM_PROTOCOL_ERROR),
+            "only with reset"
+        );
     }
 
     #[test]
