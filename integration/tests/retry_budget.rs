@@ -277,6 +277,63 @@ async fn invalid_route_metadata_fails_open_to_no_retries_and_is_counted() {
     );
 }
 
+/// Envoy's YAML loader turns a float inside route metadata into a string (envoy#24410): the
+/// route's `retry_ratio: 0.5` reaches the filter as `"0.5"` and must still be a valid ratio.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fractional_ratio_in_route_metadata_is_accepted_as_envoy_passes_it() {
+    let svc = demo("auth").await;
+    let bootstrap_yaml = format!(
+        r#"
+admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}
+stats_config: {stats}
+static_resources:
+  clusters: [{cluster}]
+  listeners:
+  - name: main
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: main
+          route_config:
+            virtual_hosts:
+            - name: main
+              domains: ["*"]
+              include_request_attempt_count: true
+              routes:
+              - name: fractional
+                match: {{prefix: /}}
+                route: {{cluster: svc, timeout: 0s}}
+                metadata:
+                  filter_metadata:
+                    mesh.retry_budget: {{retry_ratio: 0.5, max_retries: 1}}
+          http_filters: [{filter}, {{name: envoy.filters.http.router, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]
+"#,
+        stats = mesh_integration::bootstrap::stats_config(),
+        cluster = cluster("svc", svc.addr(), true),
+        filter = budget_filter(json!({})),
+    );
+    let envoy = Envoy::start_text(&bootstrap_yaml, &Options::default()).unwrap();
+    let r = client::get(envoy.listener("main"), "/x?fail_attempts=1", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status, 200,
+        "the first attempt failed, the retry succeeded"
+    );
+    assert_eq!(svc.count(), 2);
+    assert_eq!(
+        metric(&envoy, "mesh_retry_budget_config_error", "fractional"),
+        0.0
+    );
+    assert_eq!(
+        metric(&envoy, "mesh_retry_budget_retries", "fractional"),
+        1.0
+    );
+}
+
 #[test]
 fn invalid_budget_configs_are_refused_and_the_log_names_the_field() {
     let svc: SocketAddr = "127.0.0.1:9".parse().unwrap();

@@ -145,9 +145,40 @@ impl Ratio {
 }
 
 impl<'de> Deserialize<'de> for Ratio {
+    /// A number, or a string holding one: Envoy hands a route's metadata over as a
+    /// `google.protobuf.Struct` in which a YAML or JSON *fractional* number (`failure_rate: 0.5`)
+    /// arrives as the string `"0.5"` (integers stay numbers; verified on Envoy 1.40).
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        let v = f64::deserialize(de)?;
-        Ratio::new(v).map_err(serde::de::Error::custom)
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Ratio;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number in [0, 1]")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Ratio, E> {
+                Ratio::new(v).map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Ratio, E> {
+                #[allow(clippy::cast_precision_loss)]
+                self.visit_f64(v as f64)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Ratio, E> {
+                #[allow(clippy::cast_precision_loss)]
+                self.visit_f64(v as f64)
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Ratio, E> {
+                // Decimal notation only (digits, point, sign, exponent): no "nan", "inf" or spaces.
+                let decimal = !s.is_empty()
+                    && s.bytes().all(|b| {
+                        b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'e' | b'E' | b'+')
+                    });
+                match s.parse::<f64>() {
+                    Ok(v) if decimal => self.visit_f64(v),
+                    _ => Err(E::custom(format!("{s:?} is not a number in [0, 1]"))),
+                }
+            }
+        }
+        de.deserialize_any(V)
     }
 }
 
@@ -220,6 +251,42 @@ mod tests {
     // tests also run compiled to wasm32 under Node.js: scripts/wasm-test.sh.
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn ratios_are_numbers_or_the_strings_envoy_makes_of_fractional_route_metadata() {
+        let ratio = |v: serde_json::Value| {
+            serde_json::from_value::<Ratio>(v)
+                .map(Ratio::get)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(ratio(serde_json::json!(0.5)), Ok(0.5));
+        assert_eq!(ratio(serde_json::json!(1)), Ok(1.0));
+        assert_eq!(ratio(serde_json::json!(0)), Ok(0.0));
+        // What Envoy delivers for `failure_rate: 0.5` / `1.0` / `1e-1` in route metadata.
+        assert_eq!(ratio(serde_json::json!("0.5")), Ok(0.5));
+        assert_eq!(ratio(serde_json::json!("1.0")), Ok(1.0));
+        assert_eq!(ratio(serde_json::json!("1e-1")), Ok(0.1));
+        for bad in [
+            serde_json::json!(1.5),
+            serde_json::json!(-0.1),
+            serde_json::json!("1.5"),
+            serde_json::json!("half"),
+            serde_json::json!("NaN"),
+            serde_json::json!("inf"),
+            serde_json::json!(" 0.5"),
+            serde_json::json!(""),
+            serde_json::json!(true),
+            serde_json::json!([0.5]),
+        ] {
+            assert!(ratio(bad.clone()).is_err(), "{bad}");
+        }
+        assert!(ratio(serde_json::json!("half"))
+            .unwrap_err()
+            .contains("is not a number in [0, 1]"));
+        assert!(ratio(serde_json::json!(2))
+            .unwrap_err()
+            .contains("is not a ratio in [0, 1]"));
+    }
 
     #[test]
     fn accepts_every_documented_form() {
