@@ -47,16 +47,35 @@ impl ConfigError {
 }
 
 impl fmt::Display for ConfigError {
+    /// One line whatever the configuration holds: control characters in the field (a JSON key
+    /// may contain `\n`), the value (JSON leaves DEL and U+0080 to U+009F unescaped) and the
+    /// reason (which may quote either) are written escaped.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.field.is_empty() {
             f.write_str("the document")?;
         } else {
-            write!(f, "field `{}`", self.field)?;
+            write!(f, "field `{}`", OneLine(&self.field))?;
         }
         if let Some(v) = &self.value {
-            write!(f, ", value {v}")?;
+            write!(f, ", value {}", OneLine(v))?;
         }
-        write!(f, ": {}", self.reason)
+        write!(f, ": {}", OneLine(&self.reason))
+    }
+}
+
+/// Writes a string with its control characters escaped (`\n`, `\u{1b}`).
+struct OneLine<'a>(&'a str);
+
+impl fmt::Display for OneLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -229,6 +248,26 @@ mod tests {
     fn a_missing_required_field_and_validation_rules_are_reported() {
         assert!(err(r#"{}"#).reason.contains("missing field `timeout`"));
         assert_eq!(err(r#"{"timeout": "0s"}"#).field, "timeout");
+    }
+
+    #[test]
+    fn the_error_is_one_line_even_when_a_key_holds_a_newline() {
+        // Found by fuzzing (fuzz target `plugin_json`): an unknown key "service\nname" put a
+        // raw newline into the field and the reason of the log line.
+        let e = err("{\"timeout\": \"1s\", \"time\\nout\\u001b\": \"2s\"}");
+        assert_eq!(e.field, "time\nout\u{1b}");
+        let line = e.line("mesh.deadline");
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(
+            line.starts_with("mesh.deadline: invalid configuration: field `time\\nout\\u{1b}`"),
+            "{line}"
+        );
+        assert!(line.contains("unknown field `time\\nout\\u{1b}`"), "{line}");
+        // JSON escapes only U+0000 to U+001F in the value; DEL and C1 controls are escaped here.
+        let e = err("{\"timeout\": \"1\u{7f}\u{85}s\"}");
+        let line = e.line("mesh.deadline");
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(line.contains("value \"1\\u{7f}\\u{85}s\""), "{line}");
     }
 
     #[test]

@@ -76,20 +76,29 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Formats a duration the way a config would write it: `"250ms"`, `"5s"`, `"1500us"`.
+/// Formats a duration the way a config would write it: `"250ms"`, `"5s"`, `"1500us"`; as
+/// fractional seconds (`"1000000.000001s"`) when the count of the finest exact unit would have
+/// more than the 12 digits [`parse_duration`] reads back.
 pub fn format_duration(d: Duration) -> String {
+    const MAX_WHOLE: u128 = 999_999_999_999;
     let nanos = d.as_nanos();
-    if nanos == 0 {
-        "0ms".into()
+    let (per, unit) = if nanos == 0 {
+        return "0ms".into();
     } else if nanos.is_multiple_of(1_000_000_000) {
-        format!("{}s", nanos / 1_000_000_000)
+        (1_000_000_000, "s")
     } else if nanos.is_multiple_of(1_000_000) {
-        format!("{}ms", nanos / 1_000_000)
+        (1_000_000, "ms")
     } else if nanos.is_multiple_of(1_000) {
-        format!("{}us", nanos / 1_000)
+        (1_000, "us")
     } else {
-        format!("{nanos}ns")
+        (1, "ns")
+    };
+    let count = nanos / per;
+    if count <= MAX_WHOLE || unit == "s" {
+        return format!("{count}{unit}");
     }
+    let frac = format!("{:09}", d.subsec_nanos());
+    format!("{}.{}s", d.as_secs(), frac.trim_end_matches('0'))
 }
 
 /// A duration field in a configuration (`"250ms"`).
@@ -334,6 +343,26 @@ mod tests {
     }
 
     #[test]
+    fn format_of_a_long_duration_with_a_fraction_of_a_millisecond_parses_back() {
+        // Found by fuzzing (fuzz target `duration`): 999.91999995h was written as
+        // "3599711999820us", 13 digits, which parse_duration refuses.
+        let d = parse_duration("999.91999995h").unwrap();
+        assert_eq!(format_duration(d), "3599711.99982s");
+        assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        for d in [
+            Duration::new(1_000_000, 1_000),
+            Duration::new(1_000, 1),
+            MAX_DURATION - Duration::from_nanos(1),
+        ] {
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{d:?}");
+        }
+        assert_eq!(
+            format_duration(Duration::from_micros(999_999_999_999)),
+            "999999999999us"
+        );
+    }
+
+    #[test]
     fn ratios_outside_zero_to_one_are_refused() {
         assert!(Ratio::new(0.2).is_ok());
         assert!(Ratio::new(1.0).is_ok());
@@ -351,6 +380,12 @@ mod tests {
         #[test]
         fn millis_round_trip(ms in 0u64..10_000_000) {
             let d = Duration::from_millis(ms);
+            proptest::prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+
+        #[test]
+        fn nanos_round_trip(ns in 0..=MAX_DURATION.as_nanos() as u64) {
+            let d = Duration::from_nanos(ns);
             proptest::prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
         }
     }
