@@ -114,6 +114,47 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resu
     request(addr, Proto::Http1, "GET", path, headers, None).await
 }
 
+/// One kept-alive HTTP/1.1 connection: requests on it go one after another, all to the Envoy
+/// worker that accepted it (tests that must reach both workers open one per worker).
+pub struct Connection {
+    addr: SocketAddr,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    _driver: Driver,
+}
+
+impl Connection {
+    /// Connects to `addr` (no request is sent yet).
+    pub async fn open(addr: SocketAddr) -> Result<Connection> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let driver = Driver(tokio::spawn(async move {
+            let _ = connection.await;
+        }));
+        Ok(Connection {
+            addr,
+            sender,
+            _driver: driver,
+        })
+    }
+
+    /// `GET path` on this connection; fails after [`TIMEOUT`] or when the connection is gone.
+    pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Response> {
+        let start = Instant::now();
+        let request = build_request(self.addr, Proto::Http1, "http", "GET", path, headers, None)?;
+        let work = async {
+            self.sender.ready().await?;
+            let response = self.sender.send_request(request).await?;
+            collect(response, start).await
+        };
+        match tokio::time::timeout(TIMEOUT, work).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("GET {path}: no response within {TIMEOUT:?}").into()),
+        }
+    }
+}
+
 /// Aborts the connection driver task when the call ends.
 struct Driver(JoinHandle<()>);
 

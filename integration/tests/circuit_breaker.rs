@@ -58,21 +58,52 @@ fn rejected(r: &client::Response) -> bool {
     r.header("x-mesh-rejected-by") == Some(FILTER)
 }
 
-/// Each worker accepted connections: the breaker's counts were shared between them.
-fn assert_both_workers_served(envoy: &Envoy) {
+/// Connections accepted so far by each of the two workers (all listeners).
+fn connections_per_worker(envoy: &Envoy) -> [u64; 2] {
     let (_, stats) = envoy
         .admin_get("/stats?filter=downstream_cx_total")
         .unwrap();
-    for worker in ["worker_0", "worker_1"] {
-        let n: u64 = stats
+    ["worker_0", "worker_1"].map(|worker| {
+        stats
             .lines()
             .filter(|l| {
                 l.starts_with("listener.") && l.contains(&format!(".{worker}.downstream_cx_total"))
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum();
-        assert!(n > 0, "{worker} took no connection:\n{stats}");
+            .sum()
+    })
+}
+
+/// One kept-alive connection on each worker. The kernel spreads new connections over the
+/// workers' sockets by hash (SO_REUSEPORT), so connections are opened, and the extras dropped,
+/// until each worker holds one: calls alternating between them provably cross workers.
+async fn one_connection_per_worker(envoy: &Envoy, addr: SocketAddr) -> [client::Connection; 2] {
+    let mut held: [Option<client::Connection>; 2] = [None, None];
+    for _ in 0..64 {
+        let before = connections_per_worker(envoy);
+        let conn = client::Connection::open(addr).await.unwrap();
+        let mut worker = None;
+        for _ in 0..200 {
+            let after = connections_per_worker(envoy);
+            if let Some(w) = (0..2).find(|&w| after[w] > before[w]) {
+                worker = Some(w);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let w = worker.expect("a worker accepted the connection");
+        if held[w].is_none() {
+            held[w] = Some(conn);
+        }
+        if let [Some(_), Some(_)] = &held {
+            let [a, b] = held;
+            return [a.unwrap(), b.unwrap()];
+        }
     }
+    panic!(
+        "64 connections never reached both workers: {:?}",
+        connections_per_worker(envoy)
+    );
 }
 
 fn state(envoy: &Envoy, route: &str) -> f64 {
@@ -90,22 +121,24 @@ async fn five_consecutive_503s_open_the_breaker_and_the_sixth_call_never_reaches
         svc.addr(),
     );
     let addr = envoy.listener("main");
+    // Calls alternate between the two workers: the five failures are counted across both, and
+    // the sixth call is refused by the worker that saw only two or three of them.
+    let mut conns = one_connection_per_worker(&envoy, addr).await;
     for i in 0..5 {
-        let r = status_of(addr, "/auth/x?status=503").await;
+        let r = conns[i % 2].get("/auth/x?status=503", &[]).await.unwrap();
         assert_eq!(
             (r.status, rejected(&r)),
             (503, false),
             "call {i} should reach the upstream"
         );
     }
-    let r = status_of(addr, "/auth/x?status=503").await;
+    let r = conns[1].get("/auth/x?status=503", &[]).await.unwrap();
     assert_eq!(r.status, 503);
     assert!(rejected(&r), "{r:?}");
     let retry_after: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((29..=30).contains(&retry_after), "{retry_after}");
     assert_eq!(r.json()["error"], "circuit_open");
     assert_eq!(svc.count(), 5, "the upstream saw exactly the five failures");
-    assert_both_workers_served(&envoy);
     assert_eq!(state(&envoy, "auth"), 1.0);
     assert_eq!(
         envoy
