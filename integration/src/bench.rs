@@ -1851,7 +1851,7 @@ pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Rep
         .iter()
         .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
     let body = if chunked {
-        dechunk(body)
+        crate::envoy::dechunk(body)
     } else {
         body.to_owned()
     };
@@ -1860,19 +1860,6 @@ pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Rep
         headers,
         body,
     })
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(rest.get(..n).unwrap_or(rest));
-        s = rest.get(n + 2..).unwrap_or("");
-    }
-    out
 }
 
 /// What the upstream and the caller saw, for the functional check of a configuration.

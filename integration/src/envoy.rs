@@ -222,6 +222,22 @@ impl Envoy {
         Ok(prometheus_value(&self.prometheus()?, name, labels).unwrap_or(0.0))
     }
 
+    /// Connections accepted so far by each worker (`worker_0` … `worker_{concurrency-1}`),
+    /// summed over the listeners, from the admin stats.
+    pub fn connections_per_worker(&self, workers: u32) -> Result<Vec<u64>, Error> {
+        let (_, stats) = self.admin_get("/stats?filter=downstream_cx_total")?;
+        Ok((0..workers)
+            .map(|w| {
+                let suffix = format!(".worker_{w}.downstream_cx_total");
+                stats
+                    .lines()
+                    .filter(|l| l.starts_with("listener.") && l.contains(&suffix))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                    .sum()
+            })
+            .collect())
+    }
+
     fn read_listeners(&self) -> Result<Vec<(String, SocketAddr)>, Error> {
         let (_, body) = self.admin_get("/listeners?format=json")?;
         let v: serde_json::Value = serde_json::from_str(&body)?;
@@ -325,7 +341,9 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), Error> {
     Ok((status, body))
 }
 
-fn dechunk(mut s: &str) -> String {
+/// The body of a `Transfer-Encoding: chunked` HTTP/1.1 response, joined (test clients that
+/// read raw bytes).
+pub fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);

@@ -58,33 +58,17 @@ fn rejected(r: &client::Response) -> bool {
     r.header("x-mesh-rejected-by") == Some(FILTER)
 }
 
-/// Connections accepted so far by each of the two workers (all listeners).
-fn connections_per_worker(envoy: &Envoy) -> [u64; 2] {
-    let (_, stats) = envoy
-        .admin_get("/stats?filter=downstream_cx_total")
-        .unwrap();
-    ["worker_0", "worker_1"].map(|worker| {
-        stats
-            .lines()
-            .filter(|l| {
-                l.starts_with("listener.") && l.contains(&format!(".{worker}.downstream_cx_total"))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    })
-}
-
 /// One kept-alive connection on each worker. The kernel spreads new connections over the
 /// workers' sockets by hash (SO_REUSEPORT), so connections are opened, and the extras dropped,
 /// until each worker holds one: calls alternating between them provably cross workers.
 async fn one_connection_per_worker(envoy: &Envoy, addr: SocketAddr) -> [client::Connection; 2] {
     let mut held: [Option<client::Connection>; 2] = [None, None];
     for _ in 0..64 {
-        let before = connections_per_worker(envoy);
+        let before = envoy.connections_per_worker(2).unwrap();
         let conn = client::Connection::open(addr).await.unwrap();
         let mut worker = None;
         for _ in 0..200 {
-            let after = connections_per_worker(envoy);
+            let after = envoy.connections_per_worker(2).unwrap();
             if let Some(w) = (0..2).find(|&w| after[w] > before[w]) {
                 worker = Some(w);
                 break;
@@ -102,7 +86,7 @@ async fn one_connection_per_worker(envoy: &Envoy, addr: SocketAddr) -> [client::
     }
     panic!(
         "64 connections never reached both workers: {:?}",
-        connections_per_worker(envoy)
+        envoy.connections_per_worker(2).unwrap()
     );
 }
 

@@ -175,27 +175,8 @@ fn metric(envoy: &Envoy, name: &str, route: &str) -> u64 {
     envoy.metric(name, &[("route", route)]).unwrap() as u64
 }
 
-/// Connections taken by each worker of the `main` listener.
-fn connections_per_worker(envoy: &Envoy) -> Vec<u64> {
-    let (_, stats) = envoy
-        .admin_get("/stats?filter=downstream_cx_total")
-        .unwrap();
-    (0..WORKERS)
-        .map(|w| {
-            stats
-                .lines()
-                .filter(|l| {
-                    l.starts_with("listener.")
-                        && l.contains(&format!(".worker_{w}.downstream_cx_total"))
-                })
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                .sum()
-        })
-        .collect()
-}
-
 fn assert_both_workers_served(envoy: &Envoy) -> Vec<u64> {
-    let per_worker = connections_per_worker(envoy);
+    let per_worker = envoy.connections_per_worker(WORKERS).unwrap();
     assert!(
         per_worker.iter().all(|n| *n > 0),
         "a worker took no connection: {per_worker:?}"

@@ -42,7 +42,7 @@ use mesh_integration::bootstrap::{
     bootstrap, cluster, listener, route, wasm_filter, with_metadata, with_mtls, with_upstream_tls,
 };
 use mesh_integration::certs::{Leaf, Pki, ENVOY_ID, SERVER_NAME};
-use mesh_integration::envoy::{wasm, Envoy};
+use mesh_integration::envoy::{dechunk, wasm, Envoy};
 use mesh_integration::tls;
 use mesh_integration::upstream::{self, Upstream};
 use rustls::pki_types::pem::PemObject;
@@ -1094,19 +1094,6 @@ fn complete(raw: &[u8]) -> Option<usize> {
         }
     }
     None
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(rest.get(..n).unwrap_or(rest));
-        s = rest.get(n + 2..).unwrap_or("");
-    }
-    out
 }
 
 /// The SHA-256 of a certificate's DER, lowercase hex, as Envoy writes XFCC `Hash=`.

@@ -64,12 +64,27 @@ pub fn update<T>(
 }
 
 /// An in-memory store with Envoy's CAS semantics (the token changes on every write), for tests
-/// and examples. Only the shared-data calls are meaningful; the others are inert.
+/// and examples. Besides the shared-data calls it serves [`MemoryStore::headers`] as the request
+/// headers and records request-header writes; the other calls are inert.
 #[derive(Default)]
 pub struct MemoryStore {
     data: RefCell<HashMap<String, (Vec<u8>, u32)>>,
     /// Writes to make fail with a mismatch before succeeding (simulates other workers).
     pub conflicts: RefCell<u32>,
+    /// The request headers the host serves.
+    pub headers: Vec<(String, String)>,
+    /// Request-header writes in order: `(name, Some(value))` set, `(name, None)` removed.
+    pub header_writes: RefCell<Vec<(String, Option<String>)>>,
+}
+
+impl MemoryStore {
+    /// A store whose host serves these request headers.
+    pub fn with_headers(headers: Vec<(String, String)>) -> MemoryStore {
+        MemoryStore {
+            headers,
+            ..MemoryStore::default()
+        }
+    }
 }
 
 impl Host for MemoryStore {
@@ -80,9 +95,13 @@ impl Host for MemoryStore {
         None
     }
     fn request_headers(&self) -> Vec<(String, String)> {
-        Vec::new()
+        self.headers.clone()
     }
-    fn set_request_header(&self, _: &str, _: Option<&str>) {}
+    fn set_request_header(&self, name: &str, value: Option<&str>) {
+        self.header_writes
+            .borrow_mut()
+            .push((name.to_string(), value.map(str::to_string)));
+    }
     fn response_header(&self, _: &str) -> Option<String> {
         None
     }

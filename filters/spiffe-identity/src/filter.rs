@@ -436,68 +436,6 @@ mod tests {
         ));
     }
 
-    /// A host that serves request headers and records the writes to them.
-    #[derive(Default)]
-    struct Headers {
-        headers: Vec<(String, String)>,
-        writes: std::cell::RefCell<Vec<(String, Option<String>)>>,
-    }
-
-    impl Host for Headers {
-        fn now(&self) -> std::time::SystemTime {
-            std::time::SystemTime::UNIX_EPOCH
-        }
-        fn property(&self, _: &[&str]) -> Option<Vec<u8>> {
-            None
-        }
-        fn request_headers(&self) -> Vec<(String, String)> {
-            self.headers.clone()
-        }
-        fn set_request_header(&self, name: &str, value: Option<&str>) {
-            self.writes
-                .borrow_mut()
-                .push((name.to_string(), value.map(str::to_string)));
-        }
-        fn response_header(&self, _: &str) -> Option<String> {
-            None
-        }
-        fn set_response_header(&self, _: &str, _: Option<&str>) {}
-        fn response_trailer(&self, _: &str) -> Option<String> {
-            None
-        }
-        fn set_response_trailer(&self, _: &str, _: Option<&str>) {}
-        fn send_reply(&self, _: &mesh_kit::reply::Rendered) {}
-        fn define_metric(&self, _: mesh_kit::host::MetricKind, _: &str) -> Option<u32> {
-            None
-        }
-        fn increment_metric(&self, _: u32, _: i64) {}
-        fn record_metric(&self, _: u32, _: u64) {}
-        fn http_call(
-            &self,
-            _: &str,
-            _: &[(&str, &str)],
-            _: &[u8],
-            _: std::time::Duration,
-        ) -> Option<u32> {
-            None
-        }
-        fn http_call_status(&self) -> Option<u32> {
-            None
-        }
-        fn set_tick_period(&self, _: std::time::Duration) {}
-        fn shared_get(&self, _: &str) -> (Option<Vec<u8>>, Option<u32>) {
-            (None, None)
-        }
-        fn shared_set(
-            &self,
-            _: &str,
-            _: &[u8],
-            _: Option<u32>,
-        ) -> Result<(), mesh_kit::host::CasError> {
-            Ok(())
-        }
-    }
-
     fn config(json: &str) -> Config {
         mesh_kit::config::from_value(&mesh_kit::config::parse_json(json.as_bytes()).unwrap())
             .unwrap()
@@ -509,20 +447,17 @@ mod tests {
             ("{}", "x-spiffe-id"),
             (r#"{"forward_header": "x-client-id"}"#, "x-client-id"),
         ] {
-            let host = std::rc::Rc::new(Headers {
-                headers: vec![
-                    (":path".into(), "/x".into()),
-                    (header.into(), ADMIN.into()),
-                    (header.into(), LEARNER.into()),
-                ],
-                ..Headers::default()
-            });
+            let host = std::rc::Rc::new(mesh_kit::shared::MemoryStore::with_headers(vec![
+                (":path".into(), "/x".into()),
+                (header.into(), ADMIN.into()),
+                (header.into(), LEARNER.into()),
+            ]));
             let mut ex = Exchange::new(host.clone());
             ex.load_request();
             let stage = SpiffeIdentity::new(&config(json), &*host);
             stage.on_disabled_route(&mut ex);
             assert_eq!(
-                *host.writes.borrow(),
+                *host.header_writes.borrow(),
                 [(header.to_string(), None)],
                 "{json}"
             );
