@@ -134,18 +134,7 @@ impl Params {
     /// Reads the `BENCH_*` variables through `get` (the environment, in the binary).
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Params, String> {
         let mut p = Params::default();
-        let num = |name: &str, min: f64, max: f64| -> Result<Option<f64>, String> {
-            match get(name) {
-                None => Ok(None),
-                Some(v) if v.trim().is_empty() => Ok(None),
-                Some(v) => match v.trim().parse::<f64>() {
-                    Ok(n) if n.is_finite() && n >= min && n <= max => Ok(Some(n)),
-                    _ => Err(format!(
-                        "{name}={v:?}: expected a number within {min}..={max}"
-                    )),
-                },
-            }
-        };
+        let num = |name: &str, min: f64, max: f64| env_number(&get, name, min, max);
         if let Some(s) = num("BENCH_SECONDS", 0.5, 600.0)? {
             p.seconds = s;
         }
@@ -176,6 +165,25 @@ impl Params {
             p.only = Some(ids);
         }
         Ok(p)
+    }
+}
+
+/// An optional numeric environment setting (`BENCH_*`, `SOAK_*`) read through `get`: unset or
+/// blank is `None`; anything but a finite number within `min..=max` is an error naming it.
+pub fn env_number(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    min: f64,
+    max: f64,
+) -> Result<Option<f64>, String> {
+    match get(name).filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(v) => match v.trim().parse::<f64>() {
+            Ok(n) if n.is_finite() && n >= min && n <= max => Ok(Some(n)),
+            _ => Err(format!(
+                "{name}={v:?}: expected a number within {min}..={max}"
+            )),
+        },
     }
 }
 

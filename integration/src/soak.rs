@@ -83,17 +83,7 @@ impl Params {
     /// Reads the `SOAK_*` variables through `get` (the environment, in the binary).
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Params, String> {
         let mut p = Params::default();
-        let num = |name: &str, min: f64, max: f64| -> Result<Option<f64>, String> {
-            match get(name).filter(|v| !v.trim().is_empty()) {
-                None => Ok(None),
-                Some(v) => match v.trim().parse::<f64>() {
-                    Ok(n) if n.is_finite() && n >= min && n <= max => Ok(Some(n)),
-                    _ => Err(format!(
-                        "{name}={v:?}: expected a number within {min}..={max}"
-                    )),
-                },
-            }
-        };
+        let num = |name: &str, min: f64, max: f64| bench::env_number(&get, name, min, max);
         let whole = |n: f64| n.round() as u64;
         if let Some(s) = num("SOAK_SECONDS", 5.0, 86_400.0)? {
             p.seconds = s;
