@@ -30,8 +30,12 @@ run: build
 
 test: build envoy test-unit test-wasm test-integration
 
+# Every test target of every crate but the two whose tests need Envoy (test-integration runs
+# those): unit tests, tests/*.rs files (the suite's host-call budget among them), bins and the
+# criterion benches in test mode (each benchmark once), then the doc tests.
+UNIT_EXCLUDE := --exclude mesh-integration --exclude mesh-filters-cli
 test-unit:
-	cargo test --workspace --lib --bins
+	cargo test --workspace $(UNIT_EXCLUDE) --all-targets
 	cargo test --workspace --doc
 
 test-wasm: toolchain
@@ -84,9 +88,12 @@ test-compose:
 fmt:
 	cargo fmt --all
 
-lint:
+# The crates that are compiled to wasm, linted for their real target too (32-bit, no threads).
+WASM_CRATES := -p mesh-kit $(addprefix -p ,$(FILTERS)) -p mesh-bench-calibration
+lint: toolchain
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --target wasm32-wasip1 $(WASM_CRATES) --all-targets -- -D warnings
 
 clean:
 	cargo clean

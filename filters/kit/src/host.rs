@@ -23,6 +23,8 @@ pub enum CasError {
 
 pub trait Host {
     fn now(&self) -> SystemTime;
+    /// Fills `out` with random bytes (trace and span ids, sampling decisions).
+    fn random(&self, out: &mut [u8]);
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
 
     /// All request headers, read once per request.
@@ -65,6 +67,15 @@ pub struct Proxy;
 impl Host for Proxy {
     fn now(&self) -> SystemTime {
         hostcalls::get_current_time().unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    // The host adapter is the one place allowed to reach the entropy source (filters/clippy.toml).
+    #[allow(clippy::disallowed_methods)]
+    fn random(&self, out: &mut [u8]) {
+        // WASI `random_get`, which Envoy serves from its own random source.
+        if getrandom::fill(out).is_err() {
+            fallback_random(self.now(), out);
+        }
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
@@ -200,6 +211,20 @@ fn grpc_code(status: u32) -> proxy_wasm::types::GrpcStatusCode {
     }
 }
 
+/// Bytes from the clock when the host has no entropy source: unique enough per process for ids,
+/// never for secrets.
+pub fn fallback_random(now: SystemTime, out: &mut [u8]) {
+    let t = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(1);
+    for (i, byte) in out.iter_mut().enumerate() {
+        #[allow(clippy::cast_possible_truncation)]
+        let from_clock = (t >> ((i % 16) * 8)) as u8;
+        *byte = from_clock ^ (i as u8).wrapping_mul(151);
+    }
+}
+
 /// The host's clock in microseconds since the Unix epoch (1 µs resolution in Envoy).
 pub fn now_us(host: &dyn Host) -> u64 {
     host.now()
@@ -248,6 +273,9 @@ impl Host for PhaseHost {
         let t = self.inner.now();
         self.now.set(Some(t));
         t
+    }
+    fn random(&self, out: &mut [u8]) {
+        self.inner.random(out);
     }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         let key = path.join("\0");

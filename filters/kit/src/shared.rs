@@ -75,6 +75,8 @@ pub struct MemoryStore {
     pub headers: Vec<(String, String)>,
     /// Request-header writes in order: `(name, Some(value))` set, `(name, None)` removed.
     pub header_writes: RefCell<Vec<(String, Option<String>)>>,
+    /// State of the deterministic random source (xorshift64*; 0 starts from a fixed seed).
+    pub random_state: std::cell::Cell<u64>,
 }
 
 impl MemoryStore {
@@ -90,6 +92,23 @@ impl MemoryStore {
 impl Host for MemoryStore {
     fn now(&self) -> std::time::SystemTime {
         std::time::SystemTime::UNIX_EPOCH
+    }
+    /// Deterministic bytes (xorshift64*), so tests that draw ids repeat.
+    fn random(&self, out: &mut [u8]) {
+        let mut x = match self.random_state.get() {
+            0 => 0x9E37_79B9_7F4A_7C15,
+            s => s,
+        };
+        for chunk in out.chunks_mut(8) {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let word = x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            for (b, w) in chunk.iter_mut().zip(word) {
+                *b = w;
+            }
+        }
+        self.random_state.set(x);
     }
     fn property(&self, _: &[&str]) -> Option<Vec<u8>> {
         None

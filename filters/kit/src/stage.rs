@@ -596,7 +596,7 @@ pub fn install(new_root: fn(u32) -> Box<dyn RootContext>) {
 
 /// The wasm entry point of a filter with one stage:
 ///
-/// ```ignore
+/// ```text
 /// #[cfg(feature = "standalone")]
 /// mesh_kit::export_stage!(crate::filter::Deadline);
 /// ```
@@ -618,7 +618,7 @@ macro_rules! export_stage {
 /// The wasm entry point of a filter whose stages a factory builds from the configuration (the
 /// suite):
 ///
-/// ```ignore
+/// ```text
 /// mesh_kit::export_filter!("mesh", crate::factory);
 /// ```
 #[macro_export]

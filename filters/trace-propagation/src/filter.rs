@@ -154,10 +154,10 @@ impl Stage for TracePropagation {
                 Metrics::add(host, self.metrics.started, 1);
                 let sampled = match hint {
                     Some(s) => s,
-                    None => random_ratio() < cx.config.sampling_ratio.get(),
+                    None => random_ratio(host) < cx.config.sampling_ratio.get(),
                 };
                 let context = SpanContext {
-                    trace_id: TraceId(nonzero(random_bytes())),
+                    trace_id: TraceId(nonzero(random_bytes(host))),
                     span_id: SpanId([0; 8]),
                     sampling: if sampled {
                         Sampling::Sampled
@@ -171,13 +171,13 @@ impl Stage for TracePropagation {
             }
         };
         if context.sampling == Sampling::Deferred {
-            context.sampling = if random_ratio() < cx.config.sampling_ratio.get() {
+            context.sampling = if random_ratio(cx.ex.host()) < cx.config.sampling_ratio.get() {
                 Sampling::Sampled
             } else {
                 Sampling::NotSampled
             };
         }
-        context.span_id = SpanId(nonzero(random_bytes()));
+        context.span_id = SpanId(nonzero(random_bytes(cx.ex.host())));
 
         let out = injected(&cx.config.inject, &context, parent, &trace_state);
         remove_headers(cx, &out);
@@ -495,18 +495,9 @@ fn injected(
     out
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+fn random_bytes<const N: usize>(host: &dyn Host) -> [u8; N] {
     let mut b = [0u8; N];
-    if getrandom::fill(&mut b).is_err() {
-        // No entropy source: still unique enough per process from the clock.
-        let t = std::time::SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(1);
-        for (i, byte) in b.iter_mut().enumerate() {
-            *byte = (t >> ((i % 16) * 8)) as u8 ^ (i as u8).wrapping_mul(151);
-        }
-    }
+    host.random(&mut b);
     b
 }
 
@@ -521,8 +512,8 @@ fn nonzero<const N: usize>(mut b: [u8; N]) -> [u8; N] {
 }
 
 /// Uniform in [0, 1).
-fn random_ratio() -> f64 {
-    let r = u64::from_le_bytes(random_bytes());
+fn random_ratio(host: &dyn Host) -> f64 {
+    let r = u64::from_le_bytes(random_bytes(host));
     (r >> 11) as f64 / (1u64 << 53) as f64
 }
 
