@@ -13,32 +13,13 @@ use configs::*;
 use libfuzzer_sys::fuzz_target;
 use mesh_kit::config::parse_json;
 use mesh_kit::shared::MemoryStore;
-use mesh_kit::stage::{single, Factory, Root};
+use mesh_kit::stage::Root;
 use std::rc::Rc;
 
-const ROOTS: [(&str, Factory); 6] = [
-    (mesh_filters::NAME, mesh_filters::factory),
-    (
-        "mesh.spiffe_identity",
-        single::<mesh_spiffe_identity::filter::SpiffeIdentity>,
-    ),
-    (
-        "mesh.circuit_breaker",
-        single::<mesh_circuit_breaker::filter::CircuitBreaker>,
-    ),
-    ("mesh.deadline", single::<mesh_deadline::filter::Deadline>),
-    (
-        "mesh.retry_budget",
-        single::<mesh_retry_budget::filter::RetryBudget>,
-    ),
-    (
-        "mesh.trace_propagation",
-        single::<mesh_trace_propagation::filter::TracePropagation>,
-    ),
-];
-
 fuzz_target!(|data: &[u8]| {
-    for (name, factory) in ROOTS {
+    let roots = std::iter::once((mesh_filters::NAME, mesh_filters::factory as _))
+        .chain(mesh_filters::STAGES.iter().map(|e| (e.name, e.single)));
+    for (name, factory) in roots {
         let mut root = Root::new(name, factory, Rc::new(MemoryStore::default()));
         if let Err(line) = root.configure(data) {
             assert!(line.starts_with(name), "{line}");
@@ -53,15 +34,10 @@ fuzz_target!(|data: &[u8]| {
     load::<Deadline>(&json);
     load::<RetryBudget>(&json);
     load::<TracePropagation>(&json);
-    for section in mesh_filters::SECTIONS {
-        if let Some(part) = json.get(section) {
-            match section {
-                "spiffe_identity" => load::<SpiffeIdentity>(part),
-                "circuit_breaker" => load::<CircuitBreaker>(part),
-                "deadline" => load::<Deadline>(part),
-                "retry_budget" => load::<RetryBudget>(part),
-                _ => load::<TracePropagation>(part),
-            };
+    // Each section as its stage reads it in the suite, through the stage's own check.
+    for stage in &mesh_filters::STAGES {
+        if let Some(part) = json.get(stage.section()) {
+            let _ = (stage.check)(part);
         }
     }
 });

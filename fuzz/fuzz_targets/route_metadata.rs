@@ -48,8 +48,7 @@ fuzz_target!(|data: &[u8]| {
             };
             let section = to_struct(&section);
             Metadata {
-                filter_metadata: KEYS
-                    .iter()
+                filter_metadata: keys()
                     .map(|k| (k.to_string(), section.clone()))
                     .collect(),
             }
@@ -57,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => data.to_vec(),
     };
-    for key in KEYS {
+    for key in keys() {
         let _ = route_section(&bytes, key);
     }
     resolve::<SpiffeIdentity>("mesh.spiffe_identity", &bytes);

@@ -19,13 +19,19 @@
 //!
 //! The whole state is a fixed-size record ([`Snapshot::encode`]) kept in Envoy's shared data, so
 //! every worker of the process sees one breaker; the adapter reads it, applies one of these
-//! functions and writes it back with compare-and-swap.
+//! functions and writes it back with compare-and-swap. The sliding window is the kit's
+//! [`Window`] of three counts: calls, failures, slow calls.
 
-/// Buckets of the sliding window.
-pub const BUCKETS: usize = 10;
+use mesh_kit::record::{Reader, Writer};
+use mesh_kit::window::Window;
+
 const RECORD_VERSION: u8 = 1;
 /// Bytes of an encoded [`Snapshot`].
-pub const RECORD_LEN: usize = 2 + 4 + 4 + 8 + 8 + 4 + 4 + BUCKETS * (8 + 4 + 4 + 4);
+pub const RECORD_LEN: usize = 2 + 4 + 4 + 8 + 8 + 4 + 4 + Window::<3>::ENCODED_LEN;
+/// Indices of the window's counts.
+const CALLS: usize = 0;
+const FAILURES: usize = 1;
+const SLOW: usize = 2;
 
 /// The thresholds, in the units the machine uses (microseconds).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -48,15 +54,6 @@ pub enum Phase {
     HalfOpen = 2,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Bucket {
-    /// Which `window / 10` slice of time this bucket counts (now / bucket length).
-    pub slice: u64,
-    pub calls: u32,
-    pub failures: u32,
-    pub slow: u32,
-}
-
 /// One breaker's whole state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
@@ -68,7 +65,8 @@ pub struct Snapshot {
     pub open_for_us: u64,
     pub probes_in_flight: u32,
     pub probes_ok: u32,
-    pub buckets: [Bucket; BUCKETS],
+    /// Calls, failures and slow calls in the sliding window.
+    pub window: Window<3>,
 }
 
 impl Default for Snapshot {
@@ -81,7 +79,7 @@ impl Default for Snapshot {
             open_for_us: 0,
             probes_in_flight: 0,
             probes_ok: 0,
-            buckets: [Bucket::default(); BUCKETS],
+            window: Window::default(),
         }
     }
 }
@@ -250,32 +248,20 @@ impl Snapshot {
     }
 
     pub fn totals(&self, s: &Settings, now_us: u64) -> Totals {
-        let current = slice(s, now_us);
-        let oldest = current.saturating_sub(BUCKETS as u64 - 1);
-        self.buckets
-            .iter()
-            .filter(|b| b.slice >= oldest && b.slice <= current)
-            .fold(Totals::default(), |t, b| Totals {
-                calls: t.calls.saturating_add(b.calls),
-                failures: t.failures.saturating_add(b.failures),
-                slow: t.slow.saturating_add(b.slow),
-            })
+        let t = self.window.totals(s.window_us, now_us);
+        Totals {
+            calls: t[CALLS],
+            failures: t[FAILURES],
+            slow: t[SLOW],
+        }
     }
 
     fn count(&mut self, s: &Settings, outcome: Outcome, now_us: u64) {
-        let current = slice(s, now_us);
-        let idx = usize::try_from(current % BUCKETS as u64).unwrap_or(0);
-        if let Some(b) = self.buckets.get_mut(idx) {
-            if b.slice != current {
-                *b = Bucket {
-                    slice: current,
-                    ..Bucket::default()
-                };
-            }
-            b.calls = b.calls.saturating_add(1);
-            b.failures = b.failures.saturating_add(u32::from(outcome.failed));
-            b.slow = b.slow.saturating_add(u32::from(outcome.slow));
-        }
+        let mut delta = [0; 3];
+        delta[CALLS] = 1;
+        delta[FAILURES] = u32::from(outcome.failed);
+        delta[SLOW] = u32::from(outcome.slow);
+        self.window.add(s.window_us, now_us, delta);
     }
 
     fn trigger(&self, s: &Settings, outcome: Outcome, now_us: u64) -> Option<Trigger> {
@@ -315,43 +301,34 @@ impl Snapshot {
         self.probes_ok = 0;
         if phase == Phase::Closed {
             self.consecutive = 0;
-            self.buckets = [Bucket::default(); BUCKETS];
+            self.window.clear();
         }
     }
 
     /// The fixed-size little-endian record kept in shared data.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(RECORD_LEN);
-        out.push(RECORD_VERSION);
-        out.push(self.phase as u8);
-        out.extend_from_slice(&self.generation.to_le_bytes());
-        out.extend_from_slice(&self.consecutive.to_le_bytes());
-        out.extend_from_slice(&self.open_until_us.to_le_bytes());
-        out.extend_from_slice(&self.open_for_us.to_le_bytes());
-        out.extend_from_slice(&self.probes_in_flight.to_le_bytes());
-        out.extend_from_slice(&self.probes_ok.to_le_bytes());
-        for b in &self.buckets {
-            out.extend_from_slice(&b.slice.to_le_bytes());
-            out.extend_from_slice(&b.calls.to_le_bytes());
-            out.extend_from_slice(&b.failures.to_le_bytes());
-            out.extend_from_slice(&b.slow.to_le_bytes());
-        }
-        out
+        let mut w = Writer::new(RECORD_VERSION, RECORD_LEN);
+        w.u8(self.phase as u8);
+        w.u32(self.generation);
+        w.u32(self.consecutive);
+        w.u64(self.open_until_us);
+        w.u64(self.open_for_us);
+        w.u32(self.probes_in_flight);
+        w.u32(self.probes_ok);
+        self.window.encode(&mut w);
+        w.finish()
     }
 
     /// Reads a record; `None` when it is not one (wrong length, version or phase).
     pub fn decode(bytes: &[u8]) -> Option<Snapshot> {
-        if bytes.len() != RECORD_LEN || bytes.first() != Some(&RECORD_VERSION) {
-            return None;
-        }
-        let mut r = Reader { bytes, at: 1 };
+        let mut r = Reader::new(bytes, RECORD_VERSION, RECORD_LEN)?;
         let phase = match r.u8()? {
             0 => Phase::Closed,
             1 => Phase::Open,
             2 => Phase::HalfOpen,
             _ => return None,
         };
-        let mut s = Snapshot {
+        Some(Snapshot {
             phase,
             generation: r.u32()?,
             consecutive: r.u32()?,
@@ -359,43 +336,8 @@ impl Snapshot {
             open_for_us: r.u64()?,
             probes_in_flight: r.u32()?,
             probes_ok: r.u32()?,
-            buckets: [Bucket::default(); BUCKETS],
-        };
-        for b in &mut s.buckets {
-            *b = Bucket {
-                slice: r.u64()?,
-                calls: r.u32()?,
-                failures: r.u32()?,
-                slow: r.u32()?,
-            };
-        }
-        Some(s)
-    }
-}
-
-fn slice(s: &Settings, now_us: u64) -> u64 {
-    now_us / (s.window_us / BUCKETS as u64).max(1)
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let out = self.bytes.get(self.at..self.at + N)?.try_into().ok()?;
-        self.at += N;
-        Some(out)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take::<1>().map(|b| b[0])
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take().map(u32::from_le_bytes)
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.take().map(u64::from_le_bytes)
+            window: Window::decode(&mut r)?,
+        })
     }
 }
 
@@ -646,11 +588,9 @@ mod tests {
             probes_ok: 1,
             ..Snapshot::default()
         };
-        b.buckets[3] = Bucket {
+        b.window.buckets[3] = mesh_kit::window::Bucket {
             slice: 42,
-            calls: 9,
-            failures: 4,
-            slow: 1,
+            counts: [9, 4, 1],
         };
         let bytes = b.encode();
         assert_eq!(bytes.len(), RECORD_LEN);

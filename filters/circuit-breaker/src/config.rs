@@ -9,16 +9,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
 
-/// What one breaker guards: a route name, or an upstream cluster (shared by every route to it).
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
-#[cfg_attr(feature = "schema", schemars(rename = "CircuitBreakerScope"))]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    #[default]
-    Route,
-    Cluster,
-}
+/// What one piece of state covers: the kit's [`Scope`] (`route`, the default, or `cluster`).
+pub use mesh_kit::shared::Scope;
 
 /// The circuit breaker's configuration. Closed = traffic flows, open = rejecting, half-open =
 /// probing.

@@ -8,24 +8,28 @@
 //! they are not recorded, and a probe they stopped gives its slot back.
 
 use crate::breaker::{Admission, Outcome, Phase, Snapshot, Transition, Trigger};
-use crate::config::{Config, Scope};
+use crate::config::Config;
 use mesh_kit::host::{le_u64, now_us, Host};
-use mesh_kit::metrics::{Stat, Stats};
+use mesh_kit::metrics::Stats;
 use mesh_kit::reply::{GrpcCode, Reply};
-use mesh_kit::shared::update;
+use mesh_kit::shared::{update, Label};
 use mesh_kit::stage::{Cx, Flow, Stage};
 use mesh_kit::values::format_duration;
-use std::rc::Rc;
 use std::time::Duration;
 
-pub const STATE: usize = 0;
-pub const RQ_REJECTED: usize = 1;
-pub const FAILURES: usize = 2;
-pub const SLOW_CALLS: usize = 3;
-pub const OPENED: usize = 4;
-pub const CLOSED: usize = 5;
-pub const CONFIG_ERROR: usize = 6;
-pub const STATE_ERROR: usize = 7;
+mesh_kit::stats! {
+    /// The breaker's stats, per route or per cluster (`scope`).
+    pub enum Stat {
+        State = gauge("state"),
+        RqRejected = counter("rq_rejected"),
+        Failures = counter("failures"),
+        SlowCalls = counter("slow_calls"),
+        Opened = counter("opened"),
+        Closed = counter("closed"),
+        ConfigError = counter("config_error"),
+        StateError = counter("state_error"),
+    }
+}
 
 /// Attempts at a compare-and-swap write before giving up on one update.
 const CAS_TRIES: u32 = 32;
@@ -36,38 +40,37 @@ pub struct CircuitBreaker;
 #[derive(Default)]
 pub struct State {
     key: String,
-    label: (&'static str, String),
+    label: Label,
     admission: Option<Admission>,
     start_us: u64,
 }
 
 impl Stage for CircuitBreaker {
     const NAME: &'static str = "mesh.circuit_breaker";
-    const STATS: &'static [Stat] = &[
-        Stat::gauge("state"),
-        Stat::counter("rq_rejected"),
-        Stat::counter("failures"),
-        Stat::counter("slow_calls"),
-        Stat::counter("opened"),
-        Stat::counter("closed"),
-        Stat::counter("config_error"),
-        Stat::counter("state_error"),
-    ];
-    const CONFIG_ERROR: usize = CONFIG_ERROR;
+    type Stat = Stat;
 
     type Config = Config;
     type Request = State;
+
+    fn describe(c: &Config) -> String {
+        let mut s = format!("{} fails", c.consecutive_failures);
+        if let Some(r) = c.failure_rate {
+            s.push_str(&format!("|{}%", r.get() * 100.0));
+        }
+        if let Some(d) = c.slow_call_duration {
+            s.push_str(&format!("|{}%>{d}", c.slow_call_rate.get() * 100.0));
+        }
+        s.push_str(&format!(", open {}", c.open_duration));
+        s
+    }
 
     fn new(_config: &Config, _host: &dyn Host) -> Self {
         CircuitBreaker
     }
 
     fn on_request_headers(&self, cx: &mut Cx<'_, Self>) -> Flow {
-        let label = match cx.config.scope {
-            Scope::Route => ("route", cx.ex.route().to_string()),
-            Scope::Cluster => ("cluster", cx.ex.cluster()),
-        };
-        let key = format!("{}:{}:{}", Self::NAME, label.0, label.1);
+        let label = cx.config.scope.label(cx.ex);
+        let key = label.key(Self::NAME);
         let settings = cx.config.settings();
         let now = now_us(cx.host());
         let decided = update(cx.host(), &key, CAS_TRIES, |bytes| {
@@ -76,17 +79,17 @@ impl Stage for CircuitBreaker {
             let write = matches!(admission, Admission::Probe { .. }).then(|| snap.encode());
             (write, (admission, transition))
         });
-        let stats = stats(cx, &label);
+        let stats = cx.stats_for(&label);
         let (admission, transition) = match decided {
             Ok(d) => d,
             Err(e) => {
                 // Fail open: let the call through unrecorded.
-                stats.inc(cx.host(), STATE_ERROR);
+                stats.inc(cx.host(), Stat::StateError);
                 log::warn!(
                     "{}: {} {:?}: shared state update failed ({e:?}); request let through",
                     Self::NAME,
-                    label.0,
-                    label.1
+                    label.kind,
+                    label.name
                 );
                 return Flow::Continue;
             }
@@ -96,12 +99,12 @@ impl Stage for CircuitBreaker {
         }
         match admission {
             Admission::Reject { retry_after_us } => {
-                stats.inc(cx.host(), RQ_REJECTED);
+                stats.inc(cx.host(), Stat::RqRejected);
                 let retry = Duration::from_micros(retry_after_us);
                 let message = format!(
                     "circuit breaker open for {} {}; retry in {}",
-                    label.0,
-                    label.1,
+                    label.kind,
+                    label.name,
                     format_duration(retry)
                 );
                 Flow::Reject(
@@ -128,7 +131,7 @@ impl Stage for CircuitBreaker {
         };
         let key = std::mem::take(&mut cx.state.key);
         let label = std::mem::take(&mut cx.state.label);
-        let stats = stats(cx, &label);
+        let stats = cx.stats_for(&label);
         if cx.ex.is_our_local_reply() {
             // Another of our filters answered: not an upstream outcome. Free a probe slot.
             if matches!(admission, Admission::Probe { .. }) {
@@ -143,10 +146,10 @@ impl Stage for CircuitBreaker {
         let now = now_us(cx.host());
         let outcome = classify(cx, now.saturating_sub(cx.state.start_us));
         if outcome.failed {
-            stats.inc(cx.host(), FAILURES);
+            stats.inc(cx.host(), Stat::Failures);
         }
         if outcome.slow {
-            stats.inc(cx.host(), SLOW_CALLS);
+            stats.inc(cx.host(), Stat::SlowCalls);
         }
         let settings = cx.config.settings();
         let recorded = update(cx.host(), &key, CAS_TRIES, |bytes| {
@@ -160,12 +163,12 @@ impl Stage for CircuitBreaker {
             Ok(Some(t)) => announce(cx.host(), &stats, &label, t),
             Ok(None) => {}
             Err(e) => {
-                stats.inc(cx.host(), STATE_ERROR);
+                stats.inc(cx.host(), Stat::StateError);
                 log::warn!(
                     "{}: {} {:?}: outcome not recorded ({e:?})",
                     Self::NAME,
-                    label.0,
-                    label.1
+                    label.kind,
+                    label.name
                 );
             }
         }
@@ -205,18 +208,14 @@ fn classify(cx: &Cx<'_, CircuitBreaker>, elapsed_us: u64) -> Outcome {
     Outcome { failed, slow }
 }
 
-fn stats(cx: &Cx<'_, CircuitBreaker>, label: &(&'static str, String)) -> Rc<Stats> {
-    cx.stats_for(label.0, &label.1)
-}
-
 /// Logs a transition once (the worker whose write made it) and updates the metrics.
-fn announce(host: &dyn Host, stats: &Stats, label: &(&'static str, String), t: Transition) {
-    let (scope, name) = (label.0, &label.1);
+fn announce(host: &dyn Host, stats: &Stats<Stat>, label: &Label, t: Transition) {
+    let (scope, name) = (label.kind, &label.name);
     let name_s = CircuitBreaker::NAME;
     match t {
         Transition::Opened { for_us, trigger } => {
-            stats.set(host, STATE, Phase::Open as u64);
-            stats.inc(host, OPENED);
+            stats.set(host, Stat::State, Phase::Open as u64);
+            stats.inc(host, Stat::Opened);
             let why = match trigger {
                 Trigger::ConsecutiveFailures(n) => format!("{n} consecutive failures"),
                 Trigger::FailureRate(r) => format!("failure rate {:.0}%", r * 100.0),
@@ -228,20 +227,20 @@ fn announce(host: &dyn Host, stats: &Stats, label: &(&'static str, String), t: T
             );
         }
         Transition::Reopened { for_us } => {
-            stats.set(host, STATE, Phase::Open as u64);
-            stats.inc(host, OPENED);
+            stats.set(host, Stat::State, Phase::Open as u64);
+            stats.inc(host, Stat::Opened);
             log::warn!(
                 "{name_s}: {scope} {name:?} re-opened for {}: a probe failed",
                 format_duration(Duration::from_micros(for_us))
             );
         }
         Transition::HalfOpened => {
-            stats.set(host, STATE, Phase::HalfOpen as u64);
+            stats.set(host, Stat::State, Phase::HalfOpen as u64);
             log::info!("{name_s}: {scope} {name:?} half-open: probing");
         }
         Transition::Closed => {
-            stats.set(host, STATE, Phase::Closed as u64);
-            stats.inc(host, CLOSED);
+            stats.set(host, Stat::State, Phase::Closed as u64);
+            stats.inc(host, Stat::Closed);
             log::info!("{name_s}: {scope} {name:?} closed: probes succeeded");
         }
     }

@@ -11,7 +11,6 @@ use crate::budget::{decide, millis_floor, Decision};
 use crate::config::{Config, EXPECTED_TIMEOUT, GRPC_TIMEOUT};
 use crate::grpc_timeout;
 use mesh_kit::host::le_u64;
-use mesh_kit::metrics::Stat;
 use mesh_kit::reply::{GrpcCode, Reply};
 use mesh_kit::stage::{Cx, Flow, Stage};
 use mesh_kit::values::format_duration;
@@ -23,11 +22,16 @@ pub const PER_TRY_TIMEOUT: &str = "x-envoy-upstream-rq-per-try-timeout-ms";
 /// Envoy response flag UT: upstream request timeout.
 const FLAG_UPSTREAM_TIMEOUT: u64 = 0x4;
 
-pub const RQ_TOTAL: usize = 0;
-pub const RQ_EXPIRED: usize = 1;
-pub const RQ_TIMEOUT: usize = 2;
-pub const INVALID_HEADER: usize = 3;
-pub const CONFIG_ERROR: usize = 4;
+mesh_kit::stats! {
+    /// The deadline stage's stats, per route.
+    pub enum Stat {
+        RqTotal = counter("rq_total"),
+        RqExpired = counter("rq_expired"),
+        RqTimeout = counter("rq_timeout"),
+        InvalidHeader = counter("invalid_header"),
+        ConfigError = counter("config_error"),
+    }
+}
 
 pub struct Deadline;
 
@@ -39,35 +43,35 @@ pub struct State {
 
 impl Stage for Deadline {
     const NAME: &'static str = "mesh.deadline";
-    const STATS: &'static [Stat] = &[
-        Stat::counter("rq_total"),
-        Stat::counter("rq_expired"),
-        Stat::counter("rq_timeout"),
-        Stat::counter("invalid_header"),
-        Stat::counter("config_error"),
-    ];
-    const CONFIG_ERROR: usize = CONFIG_ERROR;
+    type Stat = Stat;
 
     type Config = Config;
     type Request = State;
+
+    fn describe(c: &Config) -> String {
+        match c.per_try_timeout {
+            Some(p) => format!("{} ({p}/try)", c.timeout),
+            None => c.timeout.to_string(),
+        }
+    }
 
     fn new(_config: &Config, _host: &dyn mesh_kit::host::Host) -> Self {
         Deadline
     }
 
     fn on_request_headers(&self, cx: &mut Cx<'_, Self>) -> Flow {
-        cx.inc(RQ_TOTAL);
+        cx.inc(Stat::RqTotal);
         cx.ex.remove_header(UPSTREAM_TIMEOUT);
         cx.ex.remove_header(PER_TRY_TIMEOUT);
 
         let (incoming, invalid) = incoming_deadline(cx);
         if invalid > 0 {
-            cx.stats.add(cx.host(), INVALID_HEADER, invalid);
+            cx.stats.add(cx.host(), Stat::InvalidHeader, invalid);
         }
         let elapsed = time_spent_here(cx);
         match decide(&cx.config.limits(), incoming, elapsed) {
             Decision::Expired { remaining } => {
-                cx.inc(RQ_EXPIRED);
+                cx.inc(Stat::RqExpired);
                 let message = format!(
                     "deadline exceeded: {} left, below min_budget {}",
                     format_duration(remaining),
@@ -119,7 +123,7 @@ impl Stage for Deadline {
         if cx.ex.is_grpc() {
             // Envoy maps its 504 to UNAVAILABLE for gRPC; a deadline is DEADLINE_EXCEEDED.
             if cx.ex.response_header("grpc-status").as_deref() == Some("14") {
-                cx.inc(RQ_TIMEOUT);
+                cx.inc(Stat::RqTimeout);
                 cx.ex.set_response_header("grpc-status", "4");
                 cx.ex.set_response_header(
                     "grpc-message",
@@ -127,7 +131,7 @@ impl Stage for Deadline {
                 );
             }
         } else if cx.ex.response_header(":status").as_deref() == Some("504") {
-            cx.inc(RQ_TIMEOUT);
+            cx.inc(Stat::RqTimeout);
         }
     }
 }

@@ -23,6 +23,9 @@ pub mod config;
 pub mod filter;
 pub mod grpc_timeout;
 
+/// This stage as the suite, the checker and the schema know it.
+pub const STAGE: mesh_kit::registry::Entry = mesh_kit::registry::entry::<filter::Deadline>();
+
 #[cfg(all(feature = "standalone", target_arch = "wasm32"))]
 #[allow(unsafe_code)]
 mod entry {

@@ -11,6 +11,17 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::fmt;
 
+/// A configuration type whose JSON Schema can be generated: `schemars::JsonSchema` with the
+/// `schema` feature (`mesh-filters schema`), nothing without it (the wasm modules).
+#[cfg(feature = "schema")]
+pub trait Schema: schemars::JsonSchema {}
+#[cfg(feature = "schema")]
+impl<T: schemars::JsonSchema> Schema for T {}
+#[cfg(not(feature = "schema"))]
+pub trait Schema {}
+#[cfg(not(feature = "schema"))]
+impl<T> Schema for T {}
+
 /// What is wrong with a configuration, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {

@@ -8,9 +8,12 @@
 //!   per route name and cached.
 //! - [`reply`]: local replies (HTTP JSON or trailers-only gRPC) that say which filter answered.
 //! - [`metrics`]: counters and gauges per route, defined once per root context.
-//! - [`shared`]: compare-and-swap updates over Envoy's shared data, for state global to all workers.
+//! - [`shared`]: compare-and-swap updates over Envoy's shared data, for state global to all workers,
+//!   keyed by [`shared::Scope`]; [`record`] encodes what is stored there and [`window`] is the
+//!   sliding window of counts the breaker and the budget keep in it.
 //! - [`host`] and [`stage`]: the narrow host trait and the proxy-wasm adapter that runs an ordered
-//!   list of stages; each filter crate supplies one stage.
+//!   list of stages; each filter crate supplies one stage, and [`registry`] is how everything
+//!   else (the suite, the checker, the schema) knows the stages.
 //!
 //! Everything except [`host::Proxy`] and the adapter entry points is pure and tested natively.
 
@@ -28,10 +31,13 @@ pub mod config;
 pub mod host;
 pub mod metrics;
 pub mod proto;
+pub mod record;
+pub mod registry;
 pub mod reply;
 pub mod route;
 pub mod shared;
 pub mod stage;
 pub mod values;
+pub mod window;
 
 pub use proxy_wasm;

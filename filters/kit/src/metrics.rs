@@ -1,7 +1,8 @@
 //! Metrics per route (or per cluster), defined once per root context.
 //!
-//! A stage lists its stats once (`&[Stat]`); the first request on a route defines them with the
-//! label encoded in the name, `mesh.deadline.rq_total.route=auth`, and later requests reuse the
+//! A stage declares its stats once, with [`stats!`](crate::stats): an enum whose discriminants
+//! are the indices into the list of names and kinds, so the two cannot drift apart. The first
+//! request on a route defines them with the label encoded in the name, `mesh.deadline.rq_total.route=auth`, and later requests reuse the
 //! ids. Envoy shows them as `wasmcustom.mesh.deadline.rq_total.route=auth` in `/stats`; the
 //! `stats_tags` of the shipped bootstraps,
 //!
@@ -18,6 +19,7 @@
 
 use crate::host::{Host, MetricKind};
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::rc::Rc;
 
 /// One stat of a stage: its name after the prefix, and its kind.
@@ -42,68 +44,146 @@ impl Stat {
     }
 }
 
+/// A stage's set of stats: an enum whose discriminants index [`StatSet::ALL`]. Declared with
+/// [`stats!`](crate::stats), never by hand.
+pub trait StatSet: Copy + 'static {
+    /// Names and kinds, in discriminant order.
+    const ALL: &'static [Stat];
+    /// Counted by the adapter when a route's metadata for the stage is invalid; every stage has
+    /// one, named `config_error`.
+    const CONFIG_ERROR: Self;
+    fn index(self) -> usize;
+}
+
+/// Declares a stage's stats once: the enum and its list of names and kinds, in one order.
+///
+/// ```
+/// mesh_kit::stats! {
+///     /// The deadline stage's stats.
+///     pub enum Stat {
+///         RqTotal = counter("rq_total"),
+///         Remaining = gauge("remaining"),
+///         ConfigError = counter("config_error"),
+///     }
+/// }
+/// use mesh_kit::metrics::StatSet;
+/// assert_eq!(Stat::ALL[Stat::Remaining.index()].name, "remaining");
+/// assert_eq!(Stat::CONFIG_ERROR, Stat::ConfigError);
+/// ```
+#[macro_export]
+macro_rules! stats {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident = $kind:ident($stat:literal)),+ $(,)?
+    }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(usize)]
+        $vis enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+        impl $crate::metrics::StatSet for $name {
+            const ALL: &'static [$crate::metrics::Stat] = &[$($crate::metrics::Stat::$kind($stat)),+];
+            const CONFIG_ERROR: Self = $name::ConfigError;
+            fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
 /// Most label values remembered per stage (Envoy keeps the metrics themselves).
 pub const MAX_LABELS: usize = 4096;
 
-/// The metric ids of one label value (one route), in the order of the stage's stat list.
+/// The metric ids of one label value (one route) of a stage whose stats are `K` (cheap to
+/// clone: the ids are shared).
 #[derive(Debug)]
-pub struct Stats {
-    ids: Box<[Option<u32>]>,
+pub struct Stats<K> {
+    ids: Rc<[Option<u32>]>,
+    kind: PhantomData<K>,
 }
 
-impl Stats {
-    pub fn add(&self, host: &dyn Host, stat: usize, delta: i64) {
-        if let Some(Some(id)) = self.ids.get(stat) {
+impl<K> Clone for Stats<K> {
+    fn clone(&self) -> Self {
+        Stats {
+            ids: Rc::clone(&self.ids),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K: StatSet> Stats<K> {
+    pub fn add(&self, host: &dyn Host, stat: K, delta: i64) {
+        if let Some(Some(id)) = self.ids.get(stat.index()) {
             host.increment_metric(*id, delta);
         }
     }
 
-    pub fn inc(&self, host: &dyn Host, stat: usize) {
+    pub fn inc(&self, host: &dyn Host, stat: K) {
         self.add(host, stat, 1);
     }
 
-    pub fn set(&self, host: &dyn Host, stat: usize, value: u64) {
-        if let Some(Some(id)) = self.ids.get(stat) {
+    pub fn set(&self, host: &dyn Host, stat: K, value: u64) {
+        if let Some(Some(id)) = self.ids.get(stat.index()) {
             host.record_metric(*id, value);
         }
     }
 }
 
-/// Metric ids by label for one stage.
-pub struct StatsCache {
-    prefix: &'static str,
-    stats: &'static [Stat],
-    by_label: HashMap<(&'static str, String), Rc<Stats>>,
+/// Metric ids by label for one stage. The typed face is generic; the work is not, so the
+/// modules carry one copy of it whatever the number of stages.
+pub struct StatsCache<K> {
+    ids: IdsByLabel,
+    kind: PhantomData<K>,
 }
 
-impl StatsCache {
+impl<K: StatSet> StatsCache<K> {
     /// `prefix` is the filter name (`mesh.deadline`).
-    pub fn new(prefix: &'static str, stats: &'static [Stat]) -> Self {
+    pub fn new(prefix: &'static str) -> Self {
         StatsCache {
-            prefix,
-            stats,
-            by_label: HashMap::new(),
+            ids: IdsByLabel {
+                prefix,
+                by_label: HashMap::new(),
+            },
+            kind: PhantomData,
         }
     }
 
     /// The stats for `label=value`, e.g. `("route", "auth")` or `("cluster", "auth_v1")`.
-    pub fn get(&mut self, host: &dyn Host, label: &'static str, value: &str) -> Rc<Stats> {
-        if let Some(s) = self.by_label.get(&(label, value.to_string())) {
-            return Rc::clone(s);
+    pub fn get(&mut self, host: &dyn Host, label: &'static str, value: &str) -> Stats<K> {
+        Stats {
+            ids: self.ids.get(host, K::ALL, label, value),
+            kind: PhantomData,
+        }
+    }
+}
+
+struct IdsByLabel {
+    prefix: &'static str,
+    by_label: HashMap<(&'static str, String), Rc<[Option<u32>]>>,
+}
+
+impl IdsByLabel {
+    fn get(
+        &mut self,
+        host: &dyn Host,
+        stats: &[Stat],
+        label: &'static str,
+        value: &str,
+    ) -> Rc<[Option<u32>]> {
+        if let Some(ids) = self.by_label.get(&(label, value.to_string())) {
+            return Rc::clone(ids);
         }
         let safe = label_value(value);
-        let ids = self
-            .stats
+        let ids: Rc<[Option<u32>]> = stats
             .iter()
             .map(|s| host.define_metric(s.kind, &metric_name(self.prefix, s.name, label, &safe)))
             .collect();
-        let stats = Rc::new(Stats { ids });
         if self.by_label.len() >= MAX_LABELS {
             self.by_label.clear();
         }
         self.by_label
-            .insert((label, value.to_string()), Rc::clone(&stats));
-        stats
+            .insert((label, value.to_string()), Rc::clone(&ids));
+        ids
     }
 }
 

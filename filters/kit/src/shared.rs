@@ -18,8 +18,53 @@
 //! ```
 
 use crate::host::{CasError, Host};
+use crate::stage::Exchange;
+use serde::Deserialize;
 use std::cell::RefCell;
 use std::collections::HashMap;
+
+/// What one piece of shared state (a breaker, a budget) covers: a route by name, or an upstream
+/// cluster, shared by every route to it.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    #[default]
+    Route,
+    Cluster,
+}
+
+/// The route or cluster one request's state belongs to; also the label of its metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Label {
+    /// `route` or `cluster`.
+    pub kind: &'static str,
+    pub name: String,
+}
+
+impl Scope {
+    /// This request's label: its route name, or its upstream cluster (the route name when
+    /// Envoy does not say, see [`Exchange::cluster`]).
+    pub fn label(self, ex: &mut Exchange) -> Label {
+        match self {
+            Scope::Route => Label {
+                kind: "route",
+                name: ex.route().to_string(),
+            },
+            Scope::Cluster => Label {
+                kind: "cluster",
+                name: ex.cluster(),
+            },
+        }
+    }
+}
+
+impl Label {
+    /// The shared-data key of a stage's state under this label: `mesh.retry_budget:route:auth`.
+    pub fn key(&self, stage: &str) -> String {
+        format!("{stage}:{}:{}", self.kind, self.name)
+    }
+}
 
 /// Why an [`update`] did not write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,11 +13,12 @@
 //!
 //! A filter's own `.wasm` is this adapter with one stage ([`export_stage!`](crate::export_stage)).
 
-use crate::config::{from_value, parse_json, ConfigError, Validate};
+use crate::config::{from_value, parse_json, ConfigError, Schema, Validate};
 use crate::host::{Host, PhaseHost, Proxy};
-use crate::metrics::{Stat, Stats, StatsCache};
+use crate::metrics::{StatSet, Stats, StatsCache};
 use crate::reply::{is_grpc, Reply};
 use crate::route::{RouteCache, RouteConfig};
+use crate::shared::Label;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use serde::de::DeserializeOwned;
@@ -50,12 +51,11 @@ pub enum OnInvalid {
 pub trait Stage: Sized + 'static {
     /// The filter's root_id, metric prefix and route-metadata key, e.g. `mesh.deadline`.
     const NAME: &'static str;
-    /// The stats defined per label value, in index order.
-    const STATS: &'static [Stat];
-    /// Index in [`Self::STATS`] of the `config_error` counter.
-    const CONFIG_ERROR: usize;
+    /// The stats defined per label value (route or cluster), declared with
+    /// [`stats!`](crate::stats).
+    type Stat: StatSet;
 
-    type Config: DeserializeOwned + Validate + 'static;
+    type Config: DeserializeOwned + Validate + Schema + 'static;
     /// Per-request state, created empty for every request the stage runs on.
     type Request: Default + 'static;
 
@@ -64,6 +64,12 @@ pub trait Stage: Sized + 'static {
 
     fn on_invalid_route_config(&self) -> OnInvalid {
         OnInvalid::UsePluginConfig
+    }
+
+    /// A configuration's effective settings in a few words, defaults included, for the
+    /// per-route table of `mesh-filters check` (e.g. `2s (500ms/try)`).
+    fn describe(_config: &Self::Config) -> String {
+        String::new()
     }
 
     fn on_request_headers(&self, cx: &mut Cx<'_, Self>) -> Flow;
@@ -100,24 +106,24 @@ pub struct Cx<'a, S: Stage> {
     pub config: &'a S::Config,
     pub state: &'a mut S::Request,
     pub ex: &'a mut Exchange,
-    pub stats: &'a Stats,
+    pub stats: &'a Stats<S::Stat>,
     /// The route's metadata for this stage is invalid; `config` is the plugin configuration.
     pub route_config_invalid: bool,
-    all_stats: &'a RefCell<StatsCache>,
+    all_stats: &'a RefCell<StatsCache<S::Stat>>,
 }
 
 impl<S: Stage> Cx<'_, S> {
     pub fn host(&self) -> &dyn Host {
         self.ex.host()
     }
-    pub fn inc(&self, stat: usize) {
+    pub fn inc(&self, stat: S::Stat) {
         self.stats.inc(self.ex.host(), stat);
     }
-    /// The stage's stats under another label than the route, e.g. `("cluster", name)`.
-    pub fn stats_for(&self, label: &'static str, value: &str) -> Rc<Stats> {
+    /// The stage's stats under another label than the route, e.g. a cluster.
+    pub fn stats_for(&self, label: &Label) -> Stats<S::Stat> {
         self.all_stats
             .borrow_mut()
-            .get(self.ex.host(), label, value)
+            .get(self.ex.host(), label.kind, &label.name)
     }
 }
 
@@ -273,7 +279,7 @@ impl Exchange {
 pub struct Slot<S: Stage> {
     stage: S,
     routes: RefCell<RouteCache<S::Config>>,
-    stats: RefCell<StatsCache>,
+    stats: RefCell<StatsCache<S::Stat>>,
 }
 
 impl<S: Stage> Slot<S> {
@@ -284,7 +290,7 @@ impl<S: Stage> Slot<S> {
         Ok(Slot {
             stage,
             routes: RefCell::new(RouteCache::new(S::NAME, json.clone(), config)),
-            stats: RefCell::new(StatsCache::new(S::NAME, S::STATS)),
+            stats: RefCell::new(StatsCache::new(S::NAME)),
         })
     }
 }
@@ -317,7 +323,7 @@ enum Mode {
 struct RunOf<S: Stage> {
     slot: Rc<Slot<S>>,
     config: Rc<S::Config>,
-    stats: Rc<Stats>,
+    stats: Stats<S::Stat>,
     state: S::Request,
     mode: Mode,
 }
@@ -360,7 +366,7 @@ impl<S: Stage> AnySlot for Slot<S> {
                         S::NAME
                     );
                 }
-                stats.inc(&*host, S::CONFIG_ERROR);
+                stats.inc(&*host, S::Stat::CONFIG_ERROR);
                 match self.stage.on_invalid_route_config() {
                     OnInvalid::UsePluginConfig => (fallback, Mode::Fallback),
                     OnInvalid::Skip => return None,

@@ -22,10 +22,16 @@
 //! assert_eq!(b.available(&s, 1_000), 10 - 1); // the request's deposit: 0.2 (floored away)
 //! ```
 
-pub const BUCKETS: usize = 10;
+use mesh_kit::record::{Reader, Writer};
+use mesh_kit::window::{self, Window};
+
 const RECORD_VERSION: u8 = 1;
 /// Bytes of an encoded [`Budget`].
-pub const RECORD_LEN: usize = 1 + BUCKETS * (8 + 4 + 4 + 4);
+pub const RECORD_LEN: usize = 1 + Window::<3>::ENCODED_LEN;
+/// Indices of the window's counts.
+const REQUESTS: usize = 0;
+const RETRIES: usize = 1;
+const RESERVED: usize = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Settings {
@@ -42,17 +48,10 @@ impl Settings {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Bucket {
-    pub slice: u64,
-    pub requests: u32,
-    pub retries: u32,
-    pub reserved: u32,
-}
-
+/// Requests, retries and outstanding reservations over the last `ttl` (the kit's [`Window`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Budget {
-    pub buckets: [Bucket; BUCKETS],
+    pub window: Window<3>,
 }
 
 /// What one request may do, and where its reservation is recorded.
@@ -77,16 +76,12 @@ pub struct Totals {
 
 impl Budget {
     pub fn totals(&self, s: &Settings, now_us: u64) -> Totals {
-        let current = slice(s, now_us);
-        let oldest = current.saturating_sub(BUCKETS as u64 - 1);
-        self.buckets
-            .iter()
-            .filter(|b| b.slice >= oldest && b.slice <= current)
-            .fold(Totals::default(), |t, b| Totals {
-                requests: t.requests.saturating_add(b.requests),
-                retries: t.retries.saturating_add(b.retries),
-                reserved: t.reserved.saturating_add(b.reserved),
-            })
+        let t = self.window.totals(s.ttl_us, now_us);
+        Totals {
+            requests: t[REQUESTS],
+            retries: t[RETRIES],
+            reserved: t[RESERVED],
+        }
     }
 
     /// Whole retries that may still be reserved now.
@@ -101,17 +96,16 @@ impl Budget {
 
     /// Deposits one request and reserves up to `max_retries` for it.
     pub fn admit(&mut self, s: &Settings, now_us: u64) -> Reservation {
-        let current = slice(s, now_us);
-        if let Some(b) = self.bucket(current) {
-            b.requests = b.requests.saturating_add(1);
-        }
+        let mut deposit = [0; 3];
+        deposit[REQUESTS] = 1;
+        self.window.add(s.ttl_us, now_us, deposit);
         let retries = s.max_retries.min(self.available(s, now_us));
-        if let Some(b) = self.bucket(current) {
-            b.reserved = b.reserved.saturating_add(retries);
-        }
+        let mut reserve = [0; 3];
+        reserve[RESERVED] = retries;
+        self.window.add(s.ttl_us, now_us, reserve);
         Reservation {
             retries,
-            slice: current,
+            slice: window::slice(s.ttl_us, now_us),
             limited: retries < s.max_retries,
             available_after: self.available(s, now_us),
         }
@@ -119,80 +113,29 @@ impl Budget {
 
     /// Ends a request: its reservation goes back, the retries it made are withdrawn.
     pub fn settle(&mut self, s: &Settings, r: &Reservation, retries_made: u32, now_us: u64) {
-        let idx = index(r.slice);
-        if let Some(b) = self.buckets.get_mut(idx) {
-            if b.slice == r.slice {
-                b.reserved = b.reserved.saturating_sub(r.retries);
-            }
+        if let Some(counts) = self.window.at_slice(r.slice) {
+            counts[RESERVED] = counts[RESERVED].saturating_sub(r.retries);
         }
         if retries_made > 0 {
-            if let Some(b) = self.bucket(slice(s, now_us)) {
-                b.retries = b.retries.saturating_add(retries_made);
-            }
+            let mut withdraw = [0; 3];
+            withdraw[RETRIES] = retries_made;
+            self.window.add(s.ttl_us, now_us, withdraw);
         }
-    }
-
-    /// The bucket of this slice, emptied first if it held an older slice.
-    fn bucket(&mut self, current: u64) -> Option<&mut Bucket> {
-        let b = self.buckets.get_mut(index(current))?;
-        if b.slice != current {
-            *b = Bucket {
-                slice: current,
-                ..Bucket::default()
-            };
-        }
-        Some(b)
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(RECORD_LEN);
-        out.push(RECORD_VERSION);
-        for b in &self.buckets {
-            out.extend_from_slice(&b.slice.to_le_bytes());
-            out.extend_from_slice(&b.requests.to_le_bytes());
-            out.extend_from_slice(&b.retries.to_le_bytes());
-            out.extend_from_slice(&b.reserved.to_le_bytes());
-        }
-        out
+        let mut w = Writer::new(RECORD_VERSION, RECORD_LEN);
+        self.window.encode(&mut w);
+        w.finish()
     }
 
     /// Reads a record; `None` when it is not one.
     pub fn decode(bytes: &[u8]) -> Option<Budget> {
-        if bytes.len() != RECORD_LEN || bytes.first() != Some(&RECORD_VERSION) {
-            return None;
-        }
-        let mut budget = Budget::default();
-        for (i, b) in budget.buckets.iter_mut().enumerate() {
-            let at = 1 + i * 20;
-            let u64_at = |o: usize| {
-                bytes
-                    .get(at + o..at + o + 8)
-                    .and_then(|s| s.try_into().ok())
-                    .map(u64::from_le_bytes)
-            };
-            let u32_at = |o: usize| {
-                bytes
-                    .get(at + o..at + o + 4)
-                    .and_then(|s| s.try_into().ok())
-                    .map(u32::from_le_bytes)
-            };
-            *b = Bucket {
-                slice: u64_at(0)?,
-                requests: u32_at(8)?,
-                retries: u32_at(12)?,
-                reserved: u32_at(16)?,
-            };
-        }
-        Some(budget)
+        let mut r = Reader::new(bytes, RECORD_VERSION, RECORD_LEN)?;
+        Some(Budget {
+            window: Window::decode(&mut r)?,
+        })
     }
-}
-
-fn slice(s: &Settings, now_us: u64) -> u64 {
-    now_us / (s.ttl_us / BUCKETS as u64).max(1)
-}
-
-fn index(slice: u64) -> usize {
-    usize::try_from(slice % BUCKETS as u64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -278,11 +221,9 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let mut b = Budget::default();
-        b.buckets[4] = Bucket {
+        b.window.buckets[4] = mesh_kit::window::Bucket {
             slice: 99,
-            requests: 5,
-            retries: 2,
-            reserved: 1,
+            counts: [5, 2, 1],
         };
         assert_eq!(Budget::decode(&b.encode()), Some(b.clone()));
         assert_eq!(b.encode().len(), RECORD_LEN);

@@ -8,16 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
 
-/// What one budget covers: a route name, or an upstream cluster.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
-#[cfg_attr(feature = "schema", schemars(rename = "RetryBudgetScope"))]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    #[default]
-    Route,
-    Cluster,
-}
+/// What one piece of state covers: the kit's [`Scope`] (`route`, the default, or `cluster`).
+pub use mesh_kit::shared::Scope;
 
 /// The retry budget's configuration: retries made by Envoy's router, bounded by a budget.
 #[derive(Clone, Debug, Deserialize, PartialEq)]

@@ -9,10 +9,9 @@
 //! (`upstream.request_attempt_count` − 1) and give the rest of the reservation back.
 
 use crate::budget::{Budget, Reservation};
-use crate::config::{Config, Scope};
+use crate::config::Config;
 use mesh_kit::host::{le_u64, now_us, Host};
-use mesh_kit::metrics::Stat;
-use mesh_kit::shared::update;
+use mesh_kit::shared::{update, Label};
 use mesh_kit::stage::{Cx, Flow, Stage};
 
 pub const RETRY_ON: &str = "x-envoy-retry-on";
@@ -21,12 +20,17 @@ pub const MAX_RETRIES: &str = "x-envoy-max-retries";
 pub const PER_TRY_TIMEOUT: &str = "x-envoy-upstream-rq-per-try-timeout-ms";
 pub const PUSHBACK: &str = "grpc-retry-pushback-ms";
 
-pub const RQ_TOTAL: usize = 0;
-pub const RETRIES: usize = 1;
-pub const BUDGET_EXHAUSTED: usize = 2;
-pub const AVAILABLE: usize = 3;
-pub const CONFIG_ERROR: usize = 4;
-pub const STATE_ERROR: usize = 5;
+mesh_kit::stats! {
+    /// The budget's stats, per route or per cluster (`scope`).
+    pub enum Stat {
+        RqTotal = counter("rq_total"),
+        Retries = counter("retries"),
+        BudgetExhausted = counter("budget_exhausted"),
+        Available = gauge("retries_available"),
+        ConfigError = counter("config_error"),
+        StateError = counter("state_error"),
+    }
+}
 
 const CAS_TRIES: u32 = 32;
 
@@ -35,24 +39,25 @@ pub struct RetryBudget;
 #[derive(Default)]
 pub struct State {
     key: String,
-    label: (&'static str, String),
+    label: Label,
     reservation: Option<Reservation>,
 }
 
 impl Stage for RetryBudget {
     const NAME: &'static str = "mesh.retry_budget";
-    const STATS: &'static [Stat] = &[
-        Stat::counter("rq_total"),
-        Stat::counter("retries"),
-        Stat::counter("budget_exhausted"),
-        Stat::gauge("retries_available"),
-        Stat::counter("config_error"),
-        Stat::counter("state_error"),
-    ];
-    const CONFIG_ERROR: usize = CONFIG_ERROR;
+    type Stat = Stat;
 
     type Config = Config;
     type Request = State;
+
+    fn describe(c: &Config) -> String {
+        format!(
+            "{} within {}%+{}/s",
+            c.max_retries,
+            c.retry_ratio.get() * 100.0,
+            c.min_retries_per_second
+        )
+    }
 
     fn new(_config: &Config, _host: &dyn Host) -> Self {
         RetryBudget
@@ -67,13 +72,10 @@ impl Stage for RetryBudget {
             cx.ex.set_header(MAX_RETRIES, "0");
             return Flow::Continue;
         }
-        let label = match cx.config.scope {
-            Scope::Route => ("route", cx.ex.route().to_string()),
-            Scope::Cluster => ("cluster", cx.ex.cluster()),
-        };
-        let stats = cx.stats_for(label.0, &label.1);
-        stats.inc(cx.host(), RQ_TOTAL);
-        let key = format!("{}:{}:{}", Self::NAME, label.0, label.1);
+        let label = cx.config.scope.label(cx.ex);
+        let stats = cx.stats_for(&label);
+        stats.inc(cx.host(), Stat::RqTotal);
+        let key = label.key(Self::NAME);
         let settings = cx.config.settings();
         let now = now_us(cx.host());
         let reserved = update(cx.host(), &key, CAS_TRIES, |bytes| {
@@ -84,21 +86,25 @@ impl Stage for RetryBudget {
         let reservation = match reserved {
             Ok(r) => r,
             Err(e) => {
-                stats.inc(cx.host(), STATE_ERROR);
+                stats.inc(cx.host(), Stat::StateError);
                 log::warn!(
                     "{}: {} {:?}: budget update failed ({e:?}); no retries",
                     Self::NAME,
-                    label.0,
-                    label.1
+                    label.kind,
+                    label.name
                 );
                 cx.ex.set_header(MAX_RETRIES, "0");
                 return Flow::Continue;
             }
         };
         if reservation.retries == 0 && cx.config.max_retries > 0 {
-            stats.inc(cx.host(), BUDGET_EXHAUSTED);
+            stats.inc(cx.host(), Stat::BudgetExhausted);
         }
-        stats.set(cx.host(), AVAILABLE, u64::from(reservation.available_after));
+        stats.set(
+            cx.host(),
+            Stat::Available,
+            u64::from(reservation.available_after),
+        );
 
         let retry_on = cx.config.retry_on_header();
         if !retry_on.is_empty() {
@@ -157,9 +163,9 @@ impl Stage for RetryBudget {
             .unwrap_or(0);
         let made = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
         let label = std::mem::take(&mut cx.state.label);
-        let stats = cx.stats_for(label.0, &label.1);
+        let stats = cx.stats_for(&label);
         if made > 0 {
-            stats.add(cx.host(), RETRIES, i64::from(made));
+            stats.add(cx.host(), Stat::Retries, i64::from(made));
         }
         let settings = cx.config.settings();
         let now = now_us(cx.host());
@@ -170,14 +176,14 @@ impl Stage for RetryBudget {
             (Some(budget.encode()), available)
         });
         match settled {
-            Ok(available) => stats.set(cx.host(), AVAILABLE, u64::from(available)),
+            Ok(available) => stats.set(cx.host(), Stat::Available, u64::from(available)),
             Err(e) => {
-                stats.inc(cx.host(), STATE_ERROR);
+                stats.inc(cx.host(), Stat::StateError);
                 log::warn!(
                     "{}: {} {:?}: retries not withdrawn ({e:?})",
                     Self::NAME,
-                    label.0,
-                    label.1
+                    label.kind,
+                    label.name
                 );
             }
         }

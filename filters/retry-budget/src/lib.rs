@@ -22,6 +22,9 @@ pub mod budget;
 pub mod config;
 pub mod filter;
 
+/// This stage as the suite, the checker and the schema know it.
+pub const STAGE: mesh_kit::registry::Entry = mesh_kit::registry::entry::<filter::RetryBudget>();
+
 #[cfg(all(feature = "standalone", target_arch = "wasm32"))]
 #[allow(unsafe_code)]
 mod entry {

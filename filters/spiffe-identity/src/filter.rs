@@ -4,7 +4,7 @@
 //!    route whose metadata switches the filter off ([`Stage::on_disabled_route`]).
 //! 2. Find the caller's URI SANs ([`peer_uris`] or [`xfcc_uris`], by `source`).
 //! 3. Authenticate: exactly one URI SAN, a valid SPIFFE ID ([`crate::id`]), of an accepted trust
-//!    domain. Otherwise 403 / UNAUTHENTICATED.
+//!    domain. Otherwise 403 / Stat::Unauthenticated.
 //! 4. Authorize: a `deny` match refuses, else an `allow` match admits, else refused: 403 /
 //!    PERMISSION_DENIED. In audit mode a refusal is logged and counted and the request goes on.
 //! 5. Forward the verified ID upstream in `forward_header`.
@@ -17,17 +17,21 @@ use crate::id::{self, escape_for_log, SpiffeId};
 use crate::pattern::first_match;
 use crate::xfcc;
 use mesh_kit::host::Host;
-use mesh_kit::metrics::Stat;
 use mesh_kit::reply::{GrpcCode, Reply};
 use mesh_kit::stage::{Cx, Exchange, Flow, OnInvalid, Stage};
 
 pub const XFCC: &str = "x-forwarded-client-cert";
 
-pub const ALLOWED: usize = 0;
-pub const DENIED: usize = 1;
-pub const UNAUTHENTICATED: usize = 2;
-pub const AUDIT_DENIED: usize = 3;
-pub const CONFIG_ERROR: usize = 4;
+mesh_kit::stats! {
+    /// The identity stage's stats, per route.
+    pub enum Stat {
+        Allowed = counter("allowed"),
+        Denied = counter("denied"),
+        Unauthenticated = counter("unauthenticated"),
+        AuditDenied = counter("audit_denied"),
+        ConfigError = counter("config_error"),
+    }
+}
 
 pub struct SpiffeIdentity {
     /// The plugin's `forward_header`, removed on routes where the filter is switched off.
@@ -47,17 +51,27 @@ pub enum Refusal {
 
 impl Stage for SpiffeIdentity {
     const NAME: &'static str = "mesh.spiffe_identity";
-    const STATS: &'static [Stat] = &[
-        Stat::counter("allowed"),
-        Stat::counter("denied"),
-        Stat::counter("unauthenticated"),
-        Stat::counter("audit_denied"),
-        Stat::counter("config_error"),
-    ];
-    const CONFIG_ERROR: usize = CONFIG_ERROR;
+    type Stat = Stat;
 
     type Config = Config;
     type Request = ();
+
+    fn describe(c: &Config) -> String {
+        let allow: Vec<String> = c.allow.iter().map(ToString::to_string).collect();
+        let mut s = if allow.is_empty() {
+            "nobody".to_string()
+        } else {
+            allow.join(" ")
+        };
+        if !c.deny.is_empty() {
+            let deny: Vec<String> = c.deny.iter().map(ToString::to_string).collect();
+            s.push_str(&format!(" except {}", deny.join(" ")));
+        }
+        if c.mode == Mode::Audit {
+            s.push_str(" (audit)");
+        }
+        s
+    }
 
     fn new(config: &Config, _host: &dyn Host) -> Self {
         SpiffeIdentity {
@@ -82,7 +96,7 @@ impl Stage for SpiffeIdentity {
         cx.ex.remove_header(&forward);
         match decide(cx) {
             Ok(id) => {
-                cx.inc(ALLOWED);
+                cx.inc(Stat::Allowed);
                 cx.ex.set_header(&forward, id.as_str());
                 Flow::Continue
             }
@@ -90,7 +104,7 @@ impl Stage for SpiffeIdentity {
                 let route = cx.ex.route().to_string();
                 let what = describe(&refusal);
                 if cx.config.mode == Mode::Audit {
-                    cx.inc(AUDIT_DENIED);
+                    cx.inc(Stat::AuditDenied);
                     log::info!(
                         "{}: audit: would refuse on route {route:?}: {what}",
                         Self::NAME
@@ -101,9 +115,9 @@ impl Stage for SpiffeIdentity {
                     return Flow::Continue;
                 }
                 cx.inc(match refusal {
-                    Refusal::Unauthenticated(_) => UNAUTHENTICATED,
-                    Refusal::Denied { .. } => DENIED,
-                    Refusal::CannotDecide(_) => CONFIG_ERROR,
+                    Refusal::Unauthenticated(_) => Stat::Unauthenticated,
+                    Refusal::Denied { .. } => Stat::Denied,
+                    Refusal::CannotDecide(_) => Stat::ConfigError,
                 });
                 log::info!("{}: refused on route {route:?}: {what}", Self::NAME);
                 Flow::Reject(refusal_reply(&refusal))

@@ -27,6 +27,9 @@ pub mod id;
 pub mod pattern;
 pub mod xfcc;
 
+/// This stage as the suite, the checker and the schema know it.
+pub const STAGE: mesh_kit::registry::Entry = mesh_kit::registry::entry::<filter::SpiffeIdentity>();
+
 #[cfg(all(feature = "standalone", target_arch = "wasm32"))]
 #[allow(unsafe_code)]
 mod entry {

@@ -24,77 +24,34 @@
     )
 )]
 
-use mesh_circuit_breaker::filter::CircuitBreaker;
-use mesh_deadline::filter::Deadline;
 use mesh_kit::config::ConfigError;
 use mesh_kit::host::Host;
-use mesh_kit::stage::{AnySlot, Slot, Stage};
-use mesh_retry_budget::filter::RetryBudget;
-use mesh_spiffe_identity::filter::SpiffeIdentity;
-use mesh_trace_propagation::filter::TracePropagation;
+use mesh_kit::registry::{from_sections, Entry};
+use mesh_kit::stage::AnySlot;
 use serde_json::Value;
 use std::rc::Rc;
 
 /// The suite's name in log lines, its root_id.
 pub const NAME: &str = "mesh";
 
-/// The configuration sections, in the order the stages run.
-pub const SECTIONS: [&str; 5] = [
-    "spiffe_identity",
-    "circuit_breaker",
-    "deadline",
-    "retry_budget",
-    "trace_propagation",
+/// Every stage, in the order they run: the one list the suite, `mesh-filters check`, the JSON
+/// Schema and the fuzz targets read.
+pub const STAGES: [Entry; 5] = [
+    mesh_spiffe_identity::STAGE,
+    mesh_circuit_breaker::STAGE,
+    mesh_deadline::STAGE,
+    mesh_retry_budget::STAGE,
+    mesh_trace_propagation::STAGE,
 ];
 
-/// Builds the stages that have a section, in [`SECTIONS`] order; an unknown section or an
+/// Builds the stages that have a section, in [`STAGES`] order; an unknown section or an
 /// invalid one is an error naming `<section>.<field>`.
 pub fn factory(json: &Value, host: &dyn Host) -> Result<Vec<Rc<dyn AnySlot>>, ConfigError> {
-    let Value::Object(sections) = json else {
-        return Err(ConfigError::new(
-            "",
-            Some(json),
-            "the configuration must be a JSON object with one section per stage",
-        ));
-    };
-    if let Some(unknown) = sections.keys().find(|k| !SECTIONS.contains(&k.as_str())) {
-        return Err(ConfigError::new(
-            unknown.as_str(),
-            None,
-            format!("unknown section; the stages are {}", SECTIONS.join(", ")),
-        ));
-    }
-    let mut slots: Vec<Rc<dyn AnySlot>> = Vec::new();
-    add::<SpiffeIdentity>(&mut slots, json, "spiffe_identity", host)?;
-    add::<CircuitBreaker>(&mut slots, json, "circuit_breaker", host)?;
-    add::<Deadline>(&mut slots, json, "deadline", host)?;
-    add::<RetryBudget>(&mut slots, json, "retry_budget", host)?;
-    add::<TracePropagation>(&mut slots, json, "trace_propagation", host)?;
+    let slots = from_sections(&STAGES, json, host)?;
     if slots.is_empty() {
         log::warn!("{NAME}: no stage configured: every request passes untouched");
     }
     Ok(slots)
-}
-
-fn add<S: Stage>(
-    slots: &mut Vec<Rc<dyn AnySlot>>,
-    json: &Value,
-    section: &str,
-    host: &dyn Host,
-) -> Result<(), ConfigError> {
-    let Some(config) = json.get(section) else {
-        return Ok(());
-    };
-    if !config.is_object() {
-        return Err(ConfigError::new(
-            section,
-            Some(config),
-            "a stage's section must be an object ({} to use its defaults)",
-        ));
-    }
-    let slot = Slot::<S>::configure(config, host).map_err(|e| e.within(section))?;
-    slots.push(Rc::new(slot));
-    Ok(())
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -13,13 +13,17 @@ use crate::config::{Config, Export, ResponseHeader};
 use crate::formats::{self, Format, Sampling, SpanContext, SpanId, TraceId};
 use crate::otlp::{encode_export_request, AttrValue, FinishedSpan};
 use mesh_kit::host::{le_u64, Host, MetricKind};
-use mesh_kit::metrics::Stat;
 use mesh_kit::stage::{Cx, Flow, OnInvalid, Stage};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::time::{Duration, UNIX_EPOCH};
 
-pub const CONFIG_ERROR: usize = 0;
+mesh_kit::stats! {
+    /// The trace stage's stats per route (its other metrics are per VM: [`Metrics`]).
+    pub enum Stat {
+        ConfigError = counter("config_error"),
+    }
+}
 
 const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
@@ -111,11 +115,22 @@ struct Hop {
 
 impl Stage for TracePropagation {
     const NAME: &'static str = "mesh.trace_propagation";
-    const STATS: &'static [Stat] = &[Stat::counter("config_error")];
-    const CONFIG_ERROR: usize = CONFIG_ERROR;
+    type Stat = Stat;
 
     type Config = Config;
     type Request = State;
+
+    fn describe(c: &Config) -> String {
+        let inject: Vec<&str> = c.inject.iter().map(|f| f.name()).collect();
+        let mut s = inject.join(",");
+        if c.sampling_ratio.get() < 1.0 {
+            s.push_str(&format!(" {}%", c.sampling_ratio.get() * 100.0));
+        }
+        if let Some(e) = &c.export {
+            s.push_str(&format!(" ->{}", e.cluster));
+        }
+        s
+    }
 
     fn new(config: &Config, host: &dyn Host) -> Self {
         let exporter = config.export.clone().map(|config| Exporter {

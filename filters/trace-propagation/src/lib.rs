@@ -25,6 +25,10 @@ pub mod filter;
 pub mod formats;
 pub mod otlp;
 
+/// This stage as the suite, the checker and the schema know it.
+pub const STAGE: mesh_kit::registry::Entry =
+    mesh_kit::registry::entry::<filter::TracePropagation>();
+
 #[cfg(all(feature = "standalone", target_arch = "wasm32"))]
 #[allow(unsafe_code)]
 mod entry {

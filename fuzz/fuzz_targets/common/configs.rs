@@ -16,13 +16,9 @@ pub use mesh_spiffe_identity::config::Config as SpiffeIdentity;
 pub use mesh_trace_propagation::config::Config as TracePropagation;
 
 /// The route-metadata keys, in the suite's stage order.
-pub const KEYS: [&str; 5] = [
-    "mesh.spiffe_identity",
-    "mesh.circuit_breaker",
-    "mesh.deadline",
-    "mesh.retry_budget",
-    "mesh.trace_propagation",
-];
+pub fn keys() -> impl Iterator<Item = &'static str> {
+    mesh_filters::STAGES.iter().map(|e| e.name)
+}
 
 /// The plugin configuration of `key`'s filter in envoy/demo.yaml.
 pub fn base_json(key: &str) -> Value {

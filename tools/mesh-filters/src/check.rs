@@ -7,30 +7,17 @@
 //! `route_config`); routes that arrive another way (RDS in a `config_dump`) are checked against
 //! every mesh filter of the file.
 
-use mesh_circuit_breaker::filter::CircuitBreaker;
-use mesh_deadline::filter::Deadline;
+use mesh_filters::STAGES;
 use mesh_kit::config::{parse_json, ConfigError};
+use mesh_kit::registry::find;
 use mesh_kit::route::merge;
 use mesh_kit::shared::MemoryStore;
-use mesh_kit::stage::Slot;
-use mesh_retry_budget::filter::RetryBudget;
-use mesh_spiffe_identity::filter::SpiffeIdentity;
-use mesh_trace_propagation::filter::TracePropagation;
 use serde_json::Value;
 use std::fmt::Write as _;
 
 const WASM: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 const HCM: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
-
-/// The stages, in the suite's order: suite section, metadata key (= single filter root_id).
-pub const STAGES: [(&str, &str); 5] = [
-    ("spiffe_identity", "mesh.spiffe_identity"),
-    ("circuit_breaker", "mesh.circuit_breaker"),
-    ("deadline", "mesh.deadline"),
-    ("retry_budget", "mesh.retry_budget"),
-    ("trace_propagation", "mesh.trace_propagation"),
-];
 
 /// One mesh filter found in the file: which stages it runs, with their plugin configuration.
 #[derive(Debug, Clone)]
@@ -171,7 +158,7 @@ fn mesh_filters(list: Option<&Value>, report: &mut Report) -> Vec<Filter> {
             .and_then(Value::as_str)
             .unwrap_or(root_id)
             .to_string();
-        let single = STAGES.iter().find(|(_, key)| *key == root_id);
+        let single = find(&STAGES, root_id);
         if root_id != "mesh" && single.is_none() {
             continue;
         }
@@ -189,14 +176,14 @@ fn mesh_filters(list: Option<&Value>, report: &mut Report) -> Vec<Filter> {
             }
         };
         let stages = match single {
-            Some((_, key)) => {
-                if let Err(e) = validate(key, &json) {
+            Some(stage) => {
+                if let Err(e) = (stage.check)(&json) {
                     report
                         .errors
                         .push(format!("filter {name:?}: {}", e.line(root_id)));
                     continue;
                 }
-                vec![(*key, json)]
+                vec![(stage.name, json)]
             }
             None => {
                 if let Err(e) = mesh_filters::factory(&json, &MemoryStore::default()) {
@@ -207,7 +194,7 @@ fn mesh_filters(list: Option<&Value>, report: &mut Report) -> Vec<Filter> {
                 }
                 STAGES
                     .iter()
-                    .filter_map(|(section, key)| json.get(*section).map(|c| (*key, c.clone())))
+                    .filter_map(|e| json.get(e.section()).map(|c| (e.name, c.clone())))
                     .collect()
             }
         };
@@ -222,14 +209,9 @@ fn mesh_filters(list: Option<&Value>, report: &mut Report) -> Vec<Filter> {
 
 /// Validates one stage's configuration with the filter's own code.
 fn validate(key: &str, json: &Value) -> Result<(), ConfigError> {
-    let host = MemoryStore::default();
-    match key {
-        "mesh.spiffe_identity" => Slot::<SpiffeIdentity>::configure(json, &host).map(drop),
-        "mesh.circuit_breaker" => Slot::<CircuitBreaker>::configure(json, &host).map(drop),
-        "mesh.deadline" => Slot::<Deadline>::configure(json, &host).map(drop),
-        "mesh.retry_budget" => Slot::<RetryBudget>::configure(json, &host).map(drop),
-        "mesh.trace_propagation" => Slot::<TracePropagation>::configure(json, &host).map(drop),
-        _ => Err(ConfigError::new(key, None, "not a mesh filter")),
+    match find(&STAGES, key) {
+        Some(stage) => (stage.check)(json),
+        None => Err(ConfigError::new(key, None, "not a mesh filter")),
     }
 }
 
@@ -246,8 +228,8 @@ fn check_route(listener: &str, route: &Value, filters: &[Filter], report: &mut R
     let mut any = false;
     if let Some(md) = metadata {
         for key in md.keys().filter(|k| k.starts_with("mesh.")) {
-            if !STAGES.iter().any(|(_, k)| k == key) {
-                let known: Vec<&str> = STAGES.iter().map(|(_, k)| *k).collect();
+            if find(&STAGES, key).is_none() {
+                let known: Vec<&str> = STAGES.iter().map(|e| e.name).collect();
                 report.errors.push(format!(
                     "route {name:?}: metadata key `{key}` is not a mesh filter; use one of {}",
                     known.join(", ")
@@ -262,8 +244,8 @@ fn check_route(listener: &str, route: &Value, filters: &[Filter], report: &mut R
             }
         }
     }
-    for (i, (_, key)) in STAGES.iter().enumerate() {
-        let key = *key;
+    for (i, stage) in STAGES.iter().enumerate() {
+        let key = stage.name;
         let mut cell = "-".to_string();
         for f in filters {
             let Some((_, base)) = f.stages.iter().find(|(k, _)| *k == key) else {
@@ -288,7 +270,7 @@ fn check_route(listener: &str, route: &Value, filters: &[Filter], report: &mut R
             any = true;
             cell = match effective {
                 None => "off".to_string(),
-                Some(c) => describe(key, &c),
+                Some(c) => (stage.describe)(&c).unwrap_or_default(),
             };
         }
         if let Some(c) = cells.get_mut(i) {
@@ -302,77 +284,6 @@ fn check_route(listener: &str, route: &Value, filters: &[Filter], report: &mut R
             cells,
         });
     }
-}
-
-/// A stage's effective settings in a few words, defaults included (read back through the
-/// filter's typed configuration).
-fn describe(key: &str, json: &Value) -> String {
-    use mesh_kit::config::from_value;
-    let mut s = String::new();
-    match key {
-        "mesh.deadline" => {
-            if let Ok(c) = from_value::<mesh_deadline::config::Config>(json) {
-                let _ = write!(s, "{}", c.timeout);
-                if let Some(p) = c.per_try_timeout {
-                    let _ = write!(s, " ({p}/try)");
-                }
-            }
-        }
-        "mesh.retry_budget" => {
-            if let Ok(c) = from_value::<mesh_retry_budget::config::Config>(json) {
-                let _ = write!(
-                    s,
-                    "{} within {}%+{}/s",
-                    c.max_retries,
-                    c.retry_ratio.get() * 100.0,
-                    c.min_retries_per_second,
-                );
-            }
-        }
-        "mesh.circuit_breaker" => {
-            if let Ok(c) = from_value::<mesh_circuit_breaker::config::Config>(json) {
-                let _ = write!(s, "{} fails", c.consecutive_failures);
-                if let Some(r) = c.failure_rate {
-                    let _ = write!(s, "|{}%", r.get() * 100.0);
-                }
-                if let Some(d) = c.slow_call_duration {
-                    let _ = write!(s, "|{}%>{d}", c.slow_call_rate.get() * 100.0);
-                }
-                let _ = write!(s, ", open {}", c.open_duration);
-            }
-        }
-        "mesh.spiffe_identity" => {
-            if let Ok(c) = from_value::<mesh_spiffe_identity::config::Config>(json) {
-                let allow: Vec<String> = c.allow.iter().map(ToString::to_string).collect();
-                s.push_str(&if allow.is_empty() {
-                    "nobody".to_string()
-                } else {
-                    allow.join(" ")
-                });
-                if !c.deny.is_empty() {
-                    let deny: Vec<String> = c.deny.iter().map(ToString::to_string).collect();
-                    let _ = write!(s, " except {}", deny.join(" "));
-                }
-                if c.mode == mesh_spiffe_identity::config::Mode::Audit {
-                    s.push_str(" (audit)");
-                }
-            }
-        }
-        "mesh.trace_propagation" => {
-            if let Ok(c) = from_value::<mesh_trace_propagation::config::Config>(json) {
-                let inject: Vec<&str> = c.inject.iter().map(|f| f.name()).collect();
-                s.push_str(&inject.join(","));
-                if c.sampling_ratio.get() < 1.0 {
-                    let _ = write!(s, " {}%", c.sampling_ratio.get() * 100.0);
-                }
-                if let Some(e) = c.export {
-                    let _ = write!(s, " ->{}", e.cluster);
-                }
-            }
-        }
-        _ => {}
-    }
-    s
 }
 
 /// The report as the CLI prints it: the filters found, a table of routes, warnings, errors.

@@ -11,13 +11,17 @@
     clippy::indexing_slicing
 )]
 
-use mesh_filters::SECTIONS;
 use mesh_kit::config::{from_value, ConfigError};
 use mesh_kit::shared::MemoryStore;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The suite's sections, in stage order.
+fn suite_sections() -> Vec<&'static str> {
+    mesh_filters::STAGES.iter().map(|e| e.section()).collect()
+}
 
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 const ENVOY_IMAGE: &str = "envoyproxy/envoy:v1.40-latest";
@@ -182,9 +186,8 @@ fn section_of(plugin_name: &str) -> Option<&'static str> {
         .strip_prefix("mesh.")
         .unwrap_or_else(|| panic!("pluginName {plugin_name:?} is not a mesh filter's root_id"));
     Some(
-        SECTIONS
-            .iter()
-            .copied()
+        suite_sections()
+            .into_iter()
             .find(|s| *s == section)
             .unwrap_or_else(|| panic!("pluginName {plugin_name:?}: no such filter")),
     )
@@ -390,7 +393,10 @@ fn every_manifest_parses_and_has_the_basics_of_its_kind() {
 fn a_wasm_plugin_per_filter_and_one_for_the_suite_pulled_from_oci_images() {
     let docs = documents();
     let plugins = wasm_plugins(&docs);
-    let mut wanted: BTreeSet<String> = SECTIONS.iter().map(|s| format!("mesh.{s}")).collect();
+    let mut wanted: BTreeSet<String> = suite_sections()
+        .iter()
+        .map(|s| format!("mesh.{s}"))
+        .collect();
     wanted.insert("mesh".to_string());
     assert_eq!(
         plugins.keys().cloned().collect::<BTreeSet<_>>(),
@@ -484,9 +490,9 @@ fn plugin_configs_are_the_demos_and_the_filters_accept_them() {
                 let sections = config.as_object().unwrap();
                 for (key, value) in sections {
                     assert!(
-                        SECTIONS.contains(&key.as_str()),
+                        suite_sections().contains(&key.as_str()),
                         "{doc}: the suite's top-level keys are its stages ({}), not {key:?}",
-                        SECTIONS.join(", ")
+                        suite_sections().join(", ")
                     );
                     assert!(value.is_object(), "{doc}: section {key} must be a mapping");
                 }
@@ -498,7 +504,7 @@ fn plugin_configs_are_the_demos_and_the_filters_accept_them() {
             Some(section) => {
                 let keys = config.as_object().unwrap();
                 assert!(
-                    keys.keys().all(|k| !SECTIONS.contains(&k.as_str())),
+                    keys.keys().all(|k| !suite_sections().contains(&k.as_str())),
                     "{doc}: a single filter takes its own configuration, not suite sections"
                 );
                 check_section(section, &config)
@@ -546,7 +552,11 @@ fn single_plugins_run_in_the_suites_stage_order() {
         );
     }
     let sections: Vec<&str> = order.iter().map(|(_, _, s)| *s).collect();
-    assert_eq!(sections, SECTIONS, "phase, then priority (higher first)");
+    assert_eq!(
+        sections,
+        suite_sections(),
+        "phase, then priority (higher first)"
+    );
 }
 
 #[test]
@@ -728,7 +738,7 @@ fn envoy_filters_patch_the_demos_route_metadata_and_the_filters_accept_it() {
                     continue; // someone else's metadata
                 };
                 assert!(
-                    SECTIONS.contains(&section),
+                    suite_sections().contains(&section),
                     "{here}: `{key}` is not a mesh filter's key"
                 );
                 mesh_keys += 1;
