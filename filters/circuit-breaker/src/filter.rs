@@ -12,7 +12,7 @@ use crate::config::Config;
 use mesh_kit::host::{le_u64, now_us, Host};
 use mesh_kit::metrics::Stats;
 use mesh_kit::reply::{GrpcCode, Reply};
-use mesh_kit::shared::{update, Label};
+use mesh_kit::shared::{update, Label, CAS_TRIES};
 use mesh_kit::stage::{Cx, Flow, Stage};
 use mesh_kit::values::format_duration;
 use std::time::Duration;
@@ -30,9 +30,6 @@ mesh_kit::stats! {
         StateError = counter("state_error"),
     }
 }
-
-/// Attempts at a compare-and-swap write before giving up on one update.
-const CAS_TRIES: u32 = 32;
 
 pub struct CircuitBreaker;
 

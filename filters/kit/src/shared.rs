@@ -66,6 +66,10 @@ impl Label {
     }
 }
 
+/// Attempts at a compare-and-swap write before an [`update`] gives up (the breaker's and the
+/// budget's): enough for every worker of a large Envoy to win once.
+pub const CAS_TRIES: u32 = 32;
+
 /// Why an [`update`] did not write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpdateError {

@@ -11,7 +11,7 @@
 use crate::budget::{Budget, Reservation};
 use crate::config::Config;
 use mesh_kit::host::{le_u64, now_us, Host};
-use mesh_kit::shared::{update, Label};
+use mesh_kit::shared::{update, Label, CAS_TRIES};
 use mesh_kit::stage::{Cx, Flow, Stage};
 
 pub const RETRY_ON: &str = "x-envoy-retry-on";
@@ -31,8 +31,6 @@ mesh_kit::stats! {
         StateError = counter("state_error"),
     }
 }
-
-const CAS_TRIES: u32 = 32;
 
 pub struct RetryBudget;
 
