@@ -136,6 +136,9 @@ pub struct Exchange {
     grpc: bool,
     /// The filter that answered locally, if one did.
     pub rejected_by: Option<&'static str>,
+    /// The caller's SPIFFE ID, as the identity stage verified it on this request (never read
+    /// from a request header): what later stages may key on.
+    pub verified_identity: Option<String>,
 }
 
 impl Exchange {
@@ -146,6 +149,7 @@ impl Exchange {
             route: None,
             grpc: false,
             rejected_by: None,
+            verified_identity: None,
         }
     }
 

@@ -7,7 +7,8 @@
 //!    domain. Otherwise 403 / Stat::Unauthenticated.
 //! 4. Authorize: a `deny` match refuses, else an `allow` match admits, else refused: 403 /
 //!    PERMISSION_DENIED. In audit mode a refusal is logged and counted and the request goes on.
-//! 5. Forward the verified ID upstream in `forward_header`.
+//! 5. Forward the verified ID upstream in `forward_header`, and hand it to later stages
+//!    ([`Exchange::verified_identity`]).
 //!
 //! Fails closed: when it cannot decide (invalid route metadata, a property it cannot read, an
 //! XFCC it cannot trust) it refuses and counts `config_error`.
@@ -98,6 +99,7 @@ impl Stage for SpiffeIdentity {
             Ok(id) => {
                 cx.inc(Stat::Allowed);
                 cx.ex.set_header(&forward, id.as_str());
+                cx.ex.verified_identity = Some(id.as_str().to_string());
                 Flow::Continue
             }
             Err(refusal) => {
@@ -110,7 +112,9 @@ impl Stage for SpiffeIdentity {
                         Self::NAME
                     );
                     if let Refusal::Denied { id, .. } = &refusal {
+                        // Authenticated, only not authorized: the identity is still verified.
                         cx.ex.set_header(&forward, id);
+                        cx.ex.verified_identity = Some(id.clone());
                     }
                     return Flow::Continue;
                 }
