@@ -529,8 +529,9 @@ pub type OnHttpFilterConfigDestroy =
     unsafe extern "C" fn(filter_config_ptr: HttpFilterConfigModulePtr);
 
 /// `envoy_dynamic_module_on_http_filter_per_route_config_new` (main thread, when a route carries a
-/// `DynamicModuleFilterPerRoute` for this module): `name` is `per_route_config_name`, `config` as
-/// for the filter config. Null rejects the route configuration.
+/// `DynamicModuleFilterPerRoute` for this module): `name` is its `filter_name` (or the deprecated
+/// `per_route_config_name`), `config` as for the filter config. Null rejects the route
+/// configuration. Both per-route hooks are required once a route uses them.
 pub type OnHttpFilterPerRouteConfigNew = unsafe extern "C" fn(
     name: EnvoyBuffer,
     config: EnvoyBuffer,
