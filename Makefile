@@ -30,10 +30,10 @@ run: build
 
 test: build envoy test-unit test-wasm test-integration
 
-# Every test target of every crate but the two whose tests need Envoy (test-integration runs
+# Every test target of every crate but the three whose tests need Envoy (test-integration runs
 # those): unit tests, tests/*.rs files (the suite's host-call budget among them), bins and the
 # criterion benches in test mode (each benchmark once), then the doc tests.
-UNIT_EXCLUDE := --exclude mesh-integration --exclude mesh-filters-cli
+UNIT_EXCLUDE := --exclude mesh-integration --exclude mesh-filters-cli --exclude mesh-native
 test-unit:
 	cargo test --workspace $(UNIT_EXCLUDE) --all-targets
 	cargo test --workspace --doc
@@ -46,6 +46,8 @@ test-integration: build envoy
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" PROMTOOL="$$(scripts/ensure-tools.sh promtool:prometheus)" \
 		cargo test -p mesh-integration --tests -- --test-threads 4
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo test -p mesh-filters-cli --tests
+	# The native module's ABI bindings against the real binary (builds the proof .so itself).
+	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo test -p mesh-native
 
 bench: build envoy
 	cargo build --release --target wasm32-wasip1 -p mesh-bench-calibration
