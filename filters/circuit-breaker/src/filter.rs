@@ -9,7 +9,7 @@
 
 use crate::breaker::{Admission, Outcome, Phase, Snapshot, Transition, Trigger};
 use crate::config::Config;
-use mesh_kit::host::{le_u64, now_us, Host};
+use mesh_kit::host::{Host, Property};
 use mesh_kit::metrics::Stats;
 use mesh_kit::reply::{GrpcCode, Reply};
 use mesh_kit::shared::{update, Label, CAS_TRIES};
@@ -69,7 +69,7 @@ impl Stage for CircuitBreaker {
         let label = cx.config.scope.label(cx.ex);
         let key = label.key(Self::NAME);
         let settings = cx.config.settings();
-        let now = now_us(cx.host());
+        let now = cx.ex.now_us();
         let decided = update(cx.host(), &key, CAS_TRIES, |bytes| {
             let mut snap = bytes.and_then(Snapshot::decode).unwrap_or_default();
             let (admission, transition) = snap.admit(&settings, now);
@@ -140,7 +140,7 @@ impl Stage for CircuitBreaker {
             }
             return;
         }
-        let now = now_us(cx.host());
+        let now = cx.ex.now_us();
         let outcome = classify(cx, now.saturating_sub(cx.state.start_us));
         if outcome.failed {
             stats.inc(cx.host(), Stat::Failures);
@@ -174,27 +174,12 @@ impl Stage for CircuitBreaker {
 
 /// Failure and slowness of a finished call, from Envoy's view of it.
 fn classify(cx: &Cx<'_, CircuitBreaker>, elapsed_us: u64) -> Outcome {
-    let code = cx
-        .ex
-        .property(&["response", "code"])
-        .as_deref()
-        .and_then(le_u64)
-        .unwrap_or(0);
-    let flags = cx
-        .ex
-        .property(&["response", "flags"])
-        .as_deref()
-        .and_then(le_u64)
-        .unwrap_or(0);
+    let code = cx.ex.int(Property::ResponseCode).unwrap_or(0);
+    let flags = cx.ex.int(Property::ResponseFlags).unwrap_or(0);
     let mut failed = cx.config.failure_on.matches(code, flags);
     if !failed && cx.ex.is_grpc() {
         // Derived from headers or trailers by Envoy; meaningful because the request is gRPC.
-        if let Some(status) = cx
-            .ex
-            .property(&["response", "grpc_status"])
-            .as_deref()
-            .and_then(le_u64)
-        {
+        if let Some(status) = cx.ex.int(Property::ResponseGrpcStatus) {
             failed = cx.config.grpc_failure_on.matches(status);
         }
     }

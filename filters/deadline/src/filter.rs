@@ -10,7 +10,7 @@
 use crate::budget::{decide, millis_floor, Decision};
 use crate::config::{Config, EXPECTED_TIMEOUT, GRPC_TIMEOUT};
 use crate::grpc_timeout;
-use mesh_kit::host::le_u64;
+use mesh_kit::host::Property;
 use mesh_kit::reply::{GrpcCode, Reply};
 use mesh_kit::stage::{Cx, Flow, Stage};
 use mesh_kit::values::format_duration;
@@ -111,12 +111,7 @@ impl Stage for Deadline {
         if !cx.state.active {
             return;
         }
-        let flags = cx
-            .ex
-            .property(&["response", "flags"])
-            .as_deref()
-            .and_then(le_u64)
-            .unwrap_or(0);
+        let flags = cx.ex.int(Property::ResponseFlags).unwrap_or(0);
         if flags & FLAG_UPSTREAM_TIMEOUT == 0 {
             return;
         }
@@ -164,16 +159,11 @@ pub fn parse_deadline(name: &str, value: &str) -> Option<Duration> {
 
 /// Time since Envoy received the request (`request.time`), zero when unknown.
 fn time_spent_here(cx: &Cx<'_, Deadline>) -> Duration {
-    let Some(start_nanos) = cx
-        .ex
-        .property(&["request", "time"])
-        .as_deref()
-        .and_then(le_u64)
-    else {
+    let Some(start_nanos) = cx.ex.int(Property::RequestTime) else {
         return Duration::ZERO;
     };
     let start = UNIX_EPOCH + Duration::from_nanos(start_nanos);
-    cx.host()
+    cx.ex
         .now()
         .duration_since(start)
         .unwrap_or(Duration::ZERO)

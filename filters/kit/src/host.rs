@@ -1,10 +1,16 @@
-//! The narrow host trait: the only proxy-wasm calls the stages make, so the stage code can be
-//! driven by a fake host in native tests, and by [`Proxy`] (the real hostcalls) in Envoy.
+//! The narrow host trait: everything the stages ask of Envoy, so the same stage code runs in the
+//! proxy-wasm module ([`crate::wasm::Proxy`]), in the native dynamic module (`mesh-native`) and
+//! over an in-memory host in native tests ([`crate::shared::MemoryStore`]).
+//!
+//! The trait speaks in the stages' terms, not in one ABI's: properties are a closed list
+//! ([`Property`]), metrics are named by stage, stat and label ([`MetricName`]) rather than by a
+//! string with the label folded in, and a route's per-route configuration comes as the JSON of
+//! one stage's section ([`Host::route_config`]), however the runtime carries it (route metadata
+//! for wasm, the ABI's per-route config for the native module).
 
 use crate::reply::Rendered;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MapType, MetricType, Status};
-use std::time::SystemTime;
+use serde_json::Value;
+use std::time::{Duration, SystemTime};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricKind {
@@ -21,11 +27,107 @@ pub enum CasError {
     Failed,
 }
 
+/// What the stages read about a request, its connection and its route, besides headers. Values
+/// come as Envoy's attributes do: strings as UTF-8, integers as 8 bytes little-endian, booleans
+/// as one byte (read them with [`crate::stage::Exchange`]'s typed accessors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Property {
+    /// `xds.route_name`: the route's `name` (empty when it has none).
+    RouteName,
+    /// `xds.cluster_name`: the upstream cluster the router picked.
+    ClusterName,
+    /// `request.time`: when Envoy received the request, nanoseconds since the Unix epoch.
+    RequestTime,
+    /// `connection.mtls`: the client presented a certificate Envoy verified.
+    Mtls,
+    /// `connection.uri_san_peer_certificate`: the peer certificate's first URI SAN.
+    PeerUriSan,
+    /// `connection.sha256_peer_certificate_digest`, hex.
+    PeerDigest,
+    /// `response.code`.
+    ResponseCode,
+    /// `response.flags`: Envoy's response-flag bitmask.
+    ResponseFlags,
+    /// `response.code_details`: `via_upstream`, or who answered.
+    ResponseCodeDetails,
+    /// `response.grpc_status` (derived from HTTP for non-gRPC requests).
+    ResponseGrpcStatus,
+    /// `upstream.request_attempt_count`: 1 + the router's retries.
+    AttemptCount,
+}
+
+impl Property {
+    /// Every property, in index order.
+    pub const ALL: [Property; 11] = [
+        Property::RouteName,
+        Property::ClusterName,
+        Property::RequestTime,
+        Property::Mtls,
+        Property::PeerUriSan,
+        Property::PeerDigest,
+        Property::ResponseCode,
+        Property::ResponseFlags,
+        Property::ResponseCodeDetails,
+        Property::ResponseGrpcStatus,
+        Property::AttemptCount,
+    ];
+
+    /// Index into [`Property::ALL`] (for per-phase caches).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The attribute path Envoy knows it by.
+    pub fn path(self) -> &'static [&'static str] {
+        match self {
+            Property::RouteName => &["xds", "route_name"],
+            Property::ClusterName => &["xds", "cluster_name"],
+            Property::RequestTime => &["request", "time"],
+            Property::Mtls => &["connection", "mtls"],
+            Property::PeerUriSan => &["connection", "uri_san_peer_certificate"],
+            Property::PeerDigest => &["connection", "sha256_peer_certificate_digest"],
+            Property::ResponseCode => &["response", "code"],
+            Property::ResponseFlags => &["response", "flags"],
+            Property::ResponseCodeDetails => &["response", "code_details"],
+            Property::ResponseGrpcStatus => &["response", "grpc_status"],
+            Property::AttemptCount => &["upstream", "request_attempt_count"],
+        }
+    }
+}
+
+/// A metric as a stage names it: `mesh.deadline` + `rq_total`, with an optional label such as
+/// `route="auth"`. Label values come from configuration (route and cluster names) or from a
+/// closed set (trace formats), never from requests; [`crate::metrics::label_value`] has made
+/// them safe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricName<'a> {
+    /// The stage's name, `mesh.<stage>`.
+    pub stage: &'a str,
+    pub stat: &'a str,
+    /// `(label name, value)`.
+    pub label: Option<(&'a str, &'a str)>,
+}
+
+impl MetricName<'_> {
+    /// The proxy-wasm form, with the label folded into the name for Envoy's `stats_tags`:
+    /// `mesh.deadline.rq_total.route=auth`.
+    pub fn flat(&self) -> String {
+        match self.label {
+            Some((k, v)) => format!("{}.{}.{k}={v}", self.stage, self.stat),
+            None => format!("{}.{}", self.stage, self.stat),
+        }
+    }
+}
+
 pub trait Host {
     fn now(&self) -> SystemTime;
     /// Fills `out` with random bytes (trace and span ids, sampling decisions).
     fn random(&self, out: &mut [u8]);
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    fn property(&self, property: Property) -> Option<Vec<u8>>;
+    /// The current route's per-route configuration for the stage `key` (`mesh.deadline`): the
+    /// JSON object of its section, `None` when the route has none, an error when what the route
+    /// carries cannot be read.
+    fn route_config(&self, key: &str) -> Result<Option<Value>, String>;
 
     /// All request headers, read once per request.
     fn request_headers(&self) -> Vec<(String, String)>;
@@ -37,7 +139,7 @@ pub trait Host {
     fn set_response_trailer(&self, name: &str, value: Option<&str>);
     fn send_reply(&self, reply: &Rendered);
 
-    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32>;
+    fn define_metric(&self, kind: MetricKind, name: &MetricName<'_>) -> Option<u32>;
     fn increment_metric(&self, id: u32, delta: i64);
     fn record_metric(&self, id: u32, value: u64);
 
@@ -48,167 +150,16 @@ pub trait Host {
         cluster: &str,
         headers: &[(&str, &str)],
         body: &[u8],
-        timeout: std::time::Duration,
+        timeout: Duration,
     ) -> Option<u32>;
     /// `:status` of the HTTP call response being delivered (inside `on_http_call_response`).
     fn http_call_status(&self) -> Option<u32>;
-    fn set_tick_period(&self, period: std::time::Duration);
+    fn set_tick_period(&self, period: Duration);
 
-    /// Shared data visible to every VM of this plugin: value and its CAS token.
+    /// Shared data visible to every worker of this process: value and its CAS token.
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
     /// Writes `value` when the stored CAS token still equals `cas` (`None`: unconditionally).
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasError>;
-}
-
-/// The real host: proxy-wasm hostcalls. Errors from the host are treated as "absent".
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Proxy;
-
-impl Host for Proxy {
-    fn now(&self) -> SystemTime {
-        hostcalls::get_current_time().unwrap_or(SystemTime::UNIX_EPOCH)
-    }
-
-    // The host adapter is the one place allowed to reach the entropy source (filters/clippy.toml).
-    #[allow(clippy::disallowed_methods)]
-    fn random(&self, out: &mut [u8]) {
-        // WASI `random_get`, which Envoy serves from its own random source.
-        if getrandom::fill(out).is_err() {
-            fallback_random(self.now(), out);
-        }
-    }
-
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        hostcalls::get_property(path.to_vec()).ok().flatten()
-    }
-
-    fn request_headers(&self) -> Vec<(String, String)> {
-        hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default()
-    }
-
-    fn set_request_header(&self, name: &str, value: Option<&str>) {
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
-    }
-
-    fn response_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
-            .ok()
-            .flatten()
-    }
-
-    fn set_response_header(&self, name: &str, value: Option<&str>) {
-        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
-    }
-
-    fn response_trailer(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpResponseTrailers, name)
-            .ok()
-            .flatten()
-    }
-
-    fn set_response_trailer(&self, name: &str, value: Option<&str>) {
-        let _ = hostcalls::set_map_value(MapType::HttpResponseTrailers, name, value);
-    }
-
-    fn send_reply(&self, reply: &Rendered) {
-        match reply {
-            Rendered::Http {
-                status,
-                headers,
-                body,
-            } => {
-                let headers: Vec<(&str, &str)> = headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                let _ = hostcalls::send_http_response(*status, headers, Some(body));
-            }
-            Rendered::Grpc {
-                status,
-                message,
-                headers,
-            } => {
-                let metadata: Vec<(&str, &[u8])> = headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_bytes()))
-                    .collect();
-                let _ = hostcalls::send_grpc_response(grpc_code(*status), Some(message), metadata);
-            }
-        }
-    }
-
-    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
-        let t = match kind {
-            MetricKind::Counter => MetricType::Counter,
-            MetricKind::Gauge => MetricType::Gauge,
-        };
-        hostcalls::define_metric(t, name).ok()
-    }
-
-    fn increment_metric(&self, id: u32, delta: i64) {
-        let _ = hostcalls::increment_metric(id, delta);
-    }
-
-    fn record_metric(&self, id: u32, value: u64) {
-        let _ = hostcalls::record_metric(id, value);
-    }
-
-    fn http_call(
-        &self,
-        cluster: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-        timeout: std::time::Duration,
-    ) -> Option<u32> {
-        hostcalls::dispatch_http_call(cluster, headers.to_vec(), Some(body), Vec::new(), timeout)
-            .ok()
-    }
-
-    fn http_call_status(&self) -> Option<u32> {
-        hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten()
-            .and_then(|s| s.parse().ok())
-    }
-
-    fn set_tick_period(&self, period: std::time::Duration) {
-        let _ = hostcalls::set_tick_period(period);
-    }
-
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        hostcalls::get_shared_data(key).unwrap_or((None, None))
-    }
-
-    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
-            Ok(()) => Ok(()),
-            Err(Status::CasMismatch) => Err(CasError::Mismatch),
-            Err(_) => Err(CasError::Failed),
-        }
-    }
-}
-
-fn grpc_code(status: u32) -> proxy_wasm::types::GrpcStatusCode {
-    use proxy_wasm::types::GrpcStatusCode as G;
-    match status {
-        0 => G::Ok,
-        1 => G::Cancelled,
-        3 => G::InvalidArgument,
-        4 => G::DeadlineExceeded,
-        5 => G::NotFound,
-        6 => G::AlreadyExists,
-        7 => G::PermissionDenied,
-        8 => G::ResourceExhausted,
-        9 => G::FailedPrecondition,
-        10 => G::Aborted,
-        11 => G::OutOfRange,
-        12 => G::Unimplemented,
-        13 => G::Internal,
-        14 => G::Unavailable,
-        15 => G::DataLoss,
-        16 => G::Unauthenticated,
-        _ => G::Unknown,
-    }
 }
 
 /// Bytes from the clock when the host has no entropy source: unique enough per process for ids,
@@ -225,11 +176,17 @@ pub fn fallback_random(now: SystemTime, out: &mut [u8]) {
     }
 }
 
-/// The host's clock in microseconds since the Unix epoch (1 µs resolution in Envoy).
-pub fn now_us(host: &dyn Host) -> u64 {
-    host.now()
-        .duration_since(std::time::UNIX_EPOCH)
+/// Microseconds since the Unix epoch (Envoy's clock has 1 µs resolution).
+pub fn unix_us(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
@@ -239,102 +196,12 @@ pub fn le_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(arr))
 }
 
-/// A request's view of the host that reads the clock and each property at most once per phase
-/// (request headers, response headers, trailers, end of stream): several stages asking for
-/// `request.time` or `response.code` cost one hostcall. Everything else goes straight through;
-/// shared data is never cached. The adapter starts a new phase before each hook.
-pub struct PhaseHost {
-    inner: std::rc::Rc<dyn Host>,
-    now: std::cell::Cell<Option<SystemTime>>,
-    properties: std::cell::RefCell<Vec<(String, Option<Vec<u8>>)>>,
-}
-
-impl PhaseHost {
-    pub fn new(inner: std::rc::Rc<dyn Host>) -> Self {
-        PhaseHost {
-            inner,
-            now: std::cell::Cell::new(None),
-            properties: std::cell::RefCell::new(Vec::new()),
-        }
-    }
-
-    /// Forgets what was read: properties such as `response.code` change between phases.
-    pub fn new_phase(&self) {
-        self.now.set(None);
-        self.properties.borrow_mut().clear();
-    }
-}
-
-impl Host for PhaseHost {
-    fn now(&self) -> SystemTime {
-        if let Some(t) = self.now.get() {
-            return t;
-        }
-        let t = self.inner.now();
-        self.now.set(Some(t));
-        t
-    }
-    fn random(&self, out: &mut [u8]) {
-        self.inner.random(out);
-    }
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        let key = path.join("\0");
-        if let Some((_, v)) = self.properties.borrow().iter().find(|(k, _)| *k == key) {
-            return v.clone();
-        }
-        let v = self.inner.property(path);
-        self.properties.borrow_mut().push((key, v.clone()));
-        v
-    }
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.inner.request_headers()
-    }
-    fn set_request_header(&self, name: &str, value: Option<&str>) {
-        self.inner.set_request_header(name, value);
-    }
-    fn response_header(&self, name: &str) -> Option<String> {
-        self.inner.response_header(name)
-    }
-    fn set_response_header(&self, name: &str, value: Option<&str>) {
-        self.inner.set_response_header(name, value);
-    }
-    fn response_trailer(&self, name: &str) -> Option<String> {
-        self.inner.response_trailer(name)
-    }
-    fn set_response_trailer(&self, name: &str, value: Option<&str>) {
-        self.inner.set_response_trailer(name, value);
-    }
-    fn send_reply(&self, reply: &Rendered) {
-        self.inner.send_reply(reply);
-    }
-    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
-        self.inner.define_metric(kind, name)
-    }
-    fn increment_metric(&self, id: u32, delta: i64) {
-        self.inner.increment_metric(id, delta);
-    }
-    fn record_metric(&self, id: u32, value: u64) {
-        self.inner.record_metric(id, value);
-    }
-    fn http_call(
-        &self,
-        cluster: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-        timeout: std::time::Duration,
-    ) -> Option<u32> {
-        self.inner.http_call(cluster, headers, body, timeout)
-    }
-    fn http_call_status(&self) -> Option<u32> {
-        self.inner.http_call_status()
-    }
-    fn set_tick_period(&self, period: std::time::Duration) {
-        self.inner.set_tick_period(period);
-    }
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        self.inner.shared_get(key)
-    }
-    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasError> {
-        self.inner.shared_set(key, value, cas)
+/// The section of stage `key` in serialized `envoy.config.core.v3.Metadata` (what
+/// `xds.route_metadata` holds), as JSON. For hosts that carry per-route configuration in route
+/// metadata.
+pub fn metadata_section(metadata: Option<&[u8]>, key: &str) -> Result<Option<Value>, String> {
+    match metadata {
+        None => Ok(None),
+        Some(bytes) => crate::route::route_section(bytes, key),
     }
 }

@@ -15,7 +15,10 @@
 //!   list of stages; each filter crate supplies one stage, and [`registry`] is how everything
 //!   else (the suite, the checker, the schema) knows the stages.
 //!
-//! Everything except [`host::Proxy`] and the adapter entry points is pure and tested natively.
+//! - [`wasm`]: the proxy-wasm runtime (the `Host` over proxy-wasm host calls, the context glue,
+//!   the module entry points); the native runtime is the `mesh-native` crate.
+//!
+//! Everything except [`wasm`] is runtime-neutral and tested natively.
 
 #![cfg_attr(
     test,
@@ -38,6 +41,7 @@ pub mod route;
 pub mod shared;
 pub mod stage;
 pub mod values;
+pub mod wasm;
 pub mod window;
 
 pub use proxy_wasm;

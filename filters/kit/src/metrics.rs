@@ -17,7 +17,7 @@
 //! come from configuration (route and cluster names), never from requests; characters other than
 //! `[A-Za-z0-9_-]` become `_`, and an empty name is `unnamed`.
 
-use crate::host::{Host, MetricKind};
+use crate::host::{Host, MetricKind, MetricName};
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::rc::Rc;
@@ -176,7 +176,14 @@ impl IdsByLabel {
         let safe = label_value(value);
         let ids: Rc<[Option<u32>]> = stats
             .iter()
-            .map(|s| host.define_metric(s.kind, &metric_name(self.prefix, s.name, label, &safe)))
+            .map(|s| {
+                let name = MetricName {
+                    stage: self.prefix,
+                    stat: s.name,
+                    label: Some((label, &safe)),
+                };
+                host.define_metric(s.kind, &name)
+            })
             .collect();
         if self.by_label.len() >= MAX_LABELS {
             self.by_label.clear();
@@ -185,11 +192,6 @@ impl IdsByLabel {
             .insert((label, value.to_string()), Rc::clone(&ids));
         ids
     }
-}
-
-/// `mesh.deadline` + `rq_total` + `route` + `auth` → `mesh.deadline.rq_total.route=auth`.
-pub fn metric_name(prefix: &str, stat: &str, label: &str, value: &str) -> String {
-    format!("{prefix}.{stat}.{label}={value}")
 }
 
 /// A label value safe inside a metric name and a Prometheus label.
@@ -218,11 +220,18 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
-    fn names_encode_the_label_for_stats_tags() {
-        assert_eq!(
-            metric_name("mesh.deadline", "rq_total", "route", "auth"),
-            "mesh.deadline.rq_total.route=auth"
-        );
+    fn the_wasm_form_encodes_the_label_for_stats_tags() {
+        let name = MetricName {
+            stage: "mesh.deadline",
+            stat: "rq_total",
+            label: Some(("route", "auth")),
+        };
+        assert_eq!(name.flat(), "mesh.deadline.rq_total.route=auth");
+        let plain = MetricName {
+            label: None,
+            ..name
+        };
+        assert_eq!(plain.flat(), "mesh.deadline.rq_total");
     }
 
     #[test]

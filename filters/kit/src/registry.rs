@@ -9,12 +9,11 @@
 
 use crate::config::{from_value, ConfigError};
 use crate::host::Host;
-use crate::stage::{single, AnySlot, Factory, Slot, Stage};
+use crate::stage::{build, single, Built, Factory, Stage};
 use serde_json::Value;
-use std::rc::Rc;
 
 /// Builds one configured stage from its plugin configuration.
-pub type SlotFactory = fn(&Value, &dyn Host) -> Result<Rc<dyn AnySlot>, ConfigError>;
+pub type StageFactory = fn(&Value, &dyn Host) -> Result<Built, ConfigError>;
 
 /// One stage, type-erased.
 #[derive(Clone, Copy)]
@@ -23,7 +22,10 @@ pub struct Entry {
     /// key (see [`Stage::NAME`]).
     pub name: &'static str,
     /// Builds the stage from its plugin configuration.
-    pub slot: SlotFactory,
+    pub build: StageFactory,
+    /// The stats the stage keeps per route or cluster (the native module defines them when the
+    /// configuration loads).
+    pub stats: &'static [crate::metrics::Stat],
     /// The factory of the single-filter module: the whole plugin configuration is the stage's.
     pub single: Factory,
     /// Checks a configuration with the stage's own code (parsing and validation), host-free.
@@ -48,7 +50,8 @@ impl Entry {
 pub const fn entry<S: Stage>() -> Entry {
     Entry {
         name: S::NAME,
-        slot: slot::<S>,
+        build: build::<S>,
+        stats: <S::Stat as crate::metrics::StatSet>::ALL,
         single: single::<S>,
         check: check::<S>,
         #[cfg(feature = "schema")]
@@ -56,10 +59,6 @@ pub const fn entry<S: Stage>() -> Entry {
         #[cfg(feature = "schema")]
         schema: |g| g.subschema_for::<S::Config>(),
     }
-}
-
-fn slot<S: Stage>(json: &Value, host: &dyn Host) -> Result<Rc<dyn AnySlot>, ConfigError> {
-    Ok(Rc::new(Slot::<S>::configure(json, host)?))
 }
 
 fn check<S: Stage>(json: &Value) -> Result<(), ConfigError> {
@@ -78,7 +77,7 @@ pub fn from_sections(
     stages: &[Entry],
     json: &Value,
     host: &dyn Host,
-) -> Result<Vec<Rc<dyn AnySlot>>, ConfigError> {
+) -> Result<Vec<Built>, ConfigError> {
     let Value::Object(sections) = json else {
         return Err(ConfigError::new(
             "",
@@ -109,7 +108,7 @@ pub fn from_sections(
                 "a stage's section must be an object ({} to use its defaults)",
             ));
         }
-        slots.push((e.slot)(config, host).map_err(|err| err.within(e.section()))?);
+        slots.push((e.build)(config, host).map_err(|err| err.within(e.section()))?);
     }
     Ok(slots)
 }

@@ -125,7 +125,6 @@ pub fn merge(base: &Value, section: &Value) -> Result<Option<Value>, ConfigError
 
 /// Per-stage cache of route name → effective configuration.
 pub struct RouteCache<C> {
-    key: &'static str,
     base_json: Value,
     base: Rc<C>,
     routes: HashMap<String, RouteConfig<C>>,
@@ -139,9 +138,8 @@ pub struct Lookup<C> {
 }
 
 impl<C: DeserializeOwned + Validate> RouteCache<C> {
-    pub fn new(key: &'static str, base_json: Value, base: C) -> Self {
+    pub fn new(base_json: Value, base: C) -> Self {
         RouteCache {
-            key,
             base_json,
             base: Rc::new(base),
             routes: HashMap::new(),
@@ -152,15 +150,20 @@ impl<C: DeserializeOwned + Validate> RouteCache<C> {
         &self.base
     }
 
-    /// The configuration for `route`. `metadata` is called only when the route is not cached.
-    pub fn get(&mut self, route: &str, metadata: impl FnOnce() -> Option<Vec<u8>>) -> Lookup<C> {
+    /// The configuration for `route`. `section` (the route's per-route configuration for this
+    /// stage, [`crate::host::Host::route_config`]) is called only when the route is not cached.
+    pub fn get(
+        &mut self,
+        route: &str,
+        section: impl FnOnce() -> Result<Option<Value>, String>,
+    ) -> Lookup<C> {
         if let Some(hit) = self.routes.get(route) {
             return Lookup {
                 config: hit.clone(),
                 new_error: None,
             };
         }
-        let (config, new_error) = match self.resolve(metadata()) {
+        let (config, new_error) = match self.resolve(section()) {
             Ok(c) => (c, None),
             Err(e) => (
                 RouteConfig::Invalid {
@@ -178,13 +181,11 @@ impl<C: DeserializeOwned + Validate> RouteCache<C> {
         Lookup { config, new_error }
     }
 
-    fn resolve(&self, metadata: Option<Vec<u8>>) -> Result<RouteConfig<C>, ConfigError> {
-        let Some(bytes) = metadata else {
-            return Ok(RouteConfig::Enabled(Rc::clone(&self.base)));
-        };
-        let Some(section) =
-            route_section(&bytes, self.key).map_err(|e| ConfigError::new("", None, e))?
-        else {
+    fn resolve(
+        &self,
+        section: Result<Option<Value>, String>,
+    ) -> Result<RouteConfig<C>, ConfigError> {
+        let Some(section) = section.map_err(|e| ConfigError::new("", None, e))? else {
             return Ok(RouteConfig::Enabled(Rc::clone(&self.base)));
         };
         match merge(&self.base_json, &section)? {
@@ -236,13 +237,13 @@ mod tests {
     fn cache() -> RouteCache<Cfg> {
         let base = json!({"timeout": "5s"});
         let cfg = from_value(&base).unwrap();
-        RouteCache::new("mesh.deadline", base, cfg)
+        RouteCache::new(base, cfg)
     }
 
     #[test]
     fn a_route_without_metadata_gets_the_plugin_config() {
         let mut c = cache();
-        let l = c.get("auth", || None);
+        let l = c.get("auth", || Ok(None));
         assert!(
             matches!(l.config, RouteConfig::Enabled(ref cfg) if cfg.timeout.get().as_secs() == 5)
         );
@@ -258,7 +259,7 @@ mod tests {
                 ("retries", Kind::NumberValue(3.0)),
             ],
         );
-        let l = c.get("events", || Some(md));
+        let l = c.get("events", || route_section(&md, "mesh.deadline"));
         let RouteConfig::Enabled(cfg) = l.config else {
             panic!("not enabled")
         };
@@ -276,12 +277,13 @@ mod tests {
         let mut c = cache();
         let md = metadata("mesh.deadline", vec![("disabled", Kind::BoolValue(true))]);
         assert!(matches!(
-            c.get("r", || Some(md)).config,
+            c.get("r", || route_section(&md, "mesh.deadline")).config,
             RouteConfig::Disabled
         ));
         let other = metadata("mesh.other", vec![("disabled", Kind::BoolValue(true))]);
         assert!(matches!(
-            c.get("r2", || Some(other)).config,
+            c.get("r2", || route_section(&other, "mesh.deadline"))
+                .config,
             RouteConfig::Enabled(_)
         ));
     }
@@ -293,13 +295,15 @@ mod tests {
             "mesh.deadline",
             vec![("timeout", Kind::StringValue("5".into()))],
         );
-        let first = c.get("bad", || Some(md));
+        let first = c.get("bad", || route_section(&md, "mesh.deadline"));
         assert!(matches!(first.config, RouteConfig::Invalid { .. }));
         assert_eq!(first.new_error.unwrap().field, "timeout");
         let second = c.get("bad", || panic!("decoded twice"));
         assert!(matches!(second.config, RouteConfig::Invalid { .. }));
         assert!(second.new_error.is_none());
-        let junk = c.get("junk", || Some(vec![0xff, 0xff, 0xff]));
+        let junk = c.get("junk", || {
+            route_section(&[0xff, 0xff, 0xff], "mesh.deadline")
+        });
         assert!(junk.new_error.unwrap().reason.contains("Metadata"));
     }
 
@@ -310,14 +314,14 @@ mod tests {
         for _ in 0..3 {
             c.get("auth", || {
                 calls.set(calls.get() + 1);
-                None
+                Ok(None)
             });
         }
         assert_eq!(calls.get(), 1);
         for _ in 0..3 {
             c.get("", || {
                 calls.set(calls.get() + 1);
-                None
+                Ok(None)
             });
         }
         assert_eq!(calls.get(), 4);
@@ -327,7 +331,7 @@ mod tests {
     fn the_cache_stays_bounded_when_route_names_churn() {
         let mut c = cache();
         for i in 0..(MAX_CACHED_ROUTES * 3) {
-            c.get(&format!("r{i}"), || None);
+            c.get(&format!("r{i}"), || Ok(None));
         }
         assert!(c.routes.len() <= MAX_CACHED_ROUTES);
     }
@@ -342,7 +346,7 @@ mod tests {
         #[test]
         fn arbitrary_metadata_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
             let mut c = cache();
-            let _ = c.get("x", || Some(bytes));
+            let _ = c.get("x", || route_section(&bytes, "mesh.deadline"));
         }
     }
 }

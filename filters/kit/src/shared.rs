@@ -159,8 +159,11 @@ impl Host for MemoryStore {
         }
         self.random_state.set(x);
     }
-    fn property(&self, _: &[&str]) -> Option<Vec<u8>> {
+    fn property(&self, _: crate::host::Property) -> Option<Vec<u8>> {
         None
+    }
+    fn route_config(&self, _: &str) -> Result<Option<serde_json::Value>, String> {
+        Ok(None)
     }
     fn request_headers(&self) -> Vec<(String, String)> {
         self.headers.clone()
@@ -179,7 +182,11 @@ impl Host for MemoryStore {
     }
     fn set_response_trailer(&self, _: &str, _: Option<&str>) {}
     fn send_reply(&self, _: &crate::reply::Rendered) {}
-    fn define_metric(&self, _: crate::host::MetricKind, _: &str) -> Option<u32> {
+    fn define_metric(
+        &self,
+        _: crate::host::MetricKind,
+        _: &crate::host::MetricName<'_>,
+    ) -> Option<u32> {
         None
     }
     fn increment_metric(&self, _: u32, _: i64) {}

@@ -1,30 +1,36 @@
-//! The proxy-wasm adapter, written once: a RootContext/HttpContext pair that runs an ordered list
-//! of stages.
+//! The adapter core, written once for both runtimes: configured stages, and the request path
+//! that runs them in order.
 //!
-//! A filter crate supplies a [`Stage`]: its name, its configuration type, its stats and three
-//! hooks (request headers, response headers, end of stream). The adapter does the rest:
+//! A filter crate supplies a [`Stage`]: its name, its configuration type, its stats and the hooks
+//! (request headers, response headers and trailers, end of stream, background ticks). This module
+//! does the rest, without knowing which runtime it is in:
 //!
-//! - `on_configure`: parses the plugin JSON; a bad configuration logs one line naming filter,
-//!   field, value and reason, and returns false, so Envoy refuses it;
-//! - per request: reads the request headers once ([`Exchange`]), looks up the route's effective
-//!   configuration in a per-route cache ([`crate::route::RouteCache`]), applies the stage's
-//!   failure policy to invalid route metadata, and sends the local reply a stage asks for;
-//! - response headers and `on_log`: calls the stages that ran, in order.
+//! - [`Root::configure`]: parses the plugin JSON and builds the stages; a bad configuration is
+//!   one line naming filter, field, value and reason, which the runtime logs before refusing it;
+//! - per request ([`Request`]): reads the request headers once ([`Exchange`]), looks up each
+//!   stage's effective configuration for the route in a per-route cache
+//!   ([`crate::route::RouteCache`]), applies the stage's failure policy to invalid per-route
+//!   configuration, and sends the local reply a stage asks for;
+//! - response headers, trailers and end of stream: calls the stages that ran, in order.
 //!
-//! A filter's own `.wasm` is this adapter with one stage ([`export_stage!`](crate::export_stage)).
+//! Two levels of state: a configured stage ([`AnyStage`], the `Stage` value itself) is built once
+//! per plugin configuration and is `Send + Sync`, so the native module shares one across its
+//! worker threads; its per-thread caches (route configurations, metric ids) live in an
+//! [`AnySlot`], one per thread. In the wasm module both live in the one VM of a worker. The
+//! proxy-wasm glue is [`crate::wasm`]; the native glue is the `mesh-native` crate.
 
 use crate::config::{from_value, parse_json, ConfigError, Schema, Validate};
-use crate::host::{Host, PhaseHost, Proxy};
+use crate::host::{le_u64, unix_us, Host, Property};
 use crate::metrics::{StatSet, Stats, StatsCache};
 use crate::reply::{is_grpc, Reply};
 use crate::route::{RouteCache, RouteConfig};
 use crate::shared::Label;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 /// What a stage decides on request headers.
 #[derive(Debug, PartialEq)]
@@ -34,8 +40,8 @@ pub enum Flow {
     Reject(Reply),
 }
 
-/// What a stage does when a route's metadata is invalid (its failure policy). The adapter has
-/// already logged the error (once per route) and counted the stage's `config_error` stat.
+/// What a stage does when a route's per-route configuration is invalid (its failure policy). The
+/// adapter has already logged the error (once per route) and counted the stage's `config_error`.
 #[derive(Debug, PartialEq)]
 pub enum OnInvalid {
     /// Run with the plugin configuration; [`Cx::route_config_invalid`] tells the stage, for
@@ -47,9 +53,10 @@ pub enum OnInvalid {
     Reject(Reply),
 }
 
-/// One filter's logic, run by the adapter.
-pub trait Stage: Sized + 'static {
-    /// The filter's root_id, metric prefix and route-metadata key, e.g. `mesh.deadline`.
+/// One filter's logic, run by the adapter. The value is the stage's root-level state, built once
+/// per plugin configuration and shared by every thread that serves requests (hence `Sync`).
+pub trait Stage: Send + Sync + Sized + 'static {
+    /// The filter's root_id, metric prefix and per-route configuration key, e.g. `mesh.deadline`.
     const NAME: &'static str;
     /// The stats defined per label value (route or cluster), declared with
     /// [`stats!`](crate::stats).
@@ -59,7 +66,7 @@ pub trait Stage: Sized + 'static {
     /// Per-request state, created empty for every request the stage runs on.
     type Request: Default + 'static;
 
-    /// Root-level state, built from the plugin configuration in `on_configure`.
+    /// Root-level state, built from the plugin configuration when it is loaded.
     fn new(config: &Self::Config, host: &dyn Host) -> Self;
 
     fn on_invalid_route_config(&self) -> OnInvalid {
@@ -74,9 +81,9 @@ pub trait Stage: Sized + 'static {
 
     fn on_request_headers(&self, cx: &mut Cx<'_, Self>) -> Flow;
 
-    /// Runs instead of [`Stage::on_request_headers`] on a route where route metadata switches
-    /// the stage off (`{"disabled": true}`): for what must happen even there, such as removing
-    /// a request header that only the stage may set.
+    /// Runs instead of [`Stage::on_request_headers`] on a route where the per-route
+    /// configuration switches the stage off (`{"disabled": true}`): for what must happen even
+    /// there, such as removing a request header that only the stage may set.
     fn on_disabled_route(&self, _ex: &mut Exchange) {}
 
     fn on_response_headers(&self, _cx: &mut Cx<'_, Self>) {}
@@ -85,13 +92,14 @@ pub trait Stage: Sized + 'static {
 
     fn on_log(&self, _cx: &mut Cx<'_, Self>) {}
 
-    /// How often [`Stage::on_tick`] should run in every VM (workers and main thread); `None`:
-    /// never. The adapter uses the shortest period any stage asks for.
-    fn tick_period(&self) -> Option<std::time::Duration> {
+    /// How often [`Stage::on_tick`] should run; `None`: never. The adapter uses the shortest
+    /// period any stage asks for. In the wasm module every VM ticks (workers and main thread);
+    /// in the native module the main thread does.
+    fn tick_period(&self) -> Option<Duration> {
         None
     }
 
-    /// Background work of the root context: never on a request's path.
+    /// Background work: never on a request's path.
     fn on_tick(&self, _host: &dyn Host) {}
 
     /// The response to an HTTP call this stage made; `false` when the token is not its own.
@@ -107,7 +115,7 @@ pub struct Cx<'a, S: Stage> {
     pub state: &'a mut S::Request,
     pub ex: &'a mut Exchange,
     pub stats: &'a Stats<S::Stat>,
-    /// The route's metadata for this stage is invalid; `config` is the plugin configuration.
+    /// The route's configuration for this stage is invalid; `config` is the plugin's.
     pub route_config_invalid: bool,
     all_stats: &'a RefCell<StatsCache<S::Stat>>,
 }
@@ -127,13 +135,17 @@ impl<S: Stage> Cx<'_, S> {
     }
 }
 
-/// The request as every stage sees it: headers read once, the route name read once, and the
-/// writes made so far (so a later stage sees an earlier stage's header changes).
+/// The request as every stage sees it: headers read once, the route name read once, the clock
+/// and each property read at most once per phase (several stages asking for `response.code`
+/// cost one host call), and the writes made so far (so a later stage sees an earlier stage's
+/// header changes).
 pub struct Exchange {
-    host: Rc<PhaseHost>,
+    host: Rc<dyn Host>,
     headers: Vec<(String, String)>,
     route: Option<String>,
     grpc: bool,
+    now: Cell<Option<SystemTime>>,
+    properties: RefCell<[Option<Option<Vec<u8>>>; Property::ALL.len()]>,
     /// The filter that answered locally, if one did.
     pub rejected_by: Option<&'static str>,
     /// The caller's SPIFFE ID, as the identity stage verified it on this request (never read
@@ -144,10 +156,12 @@ pub struct Exchange {
 impl Exchange {
     pub fn new(host: Rc<dyn Host>) -> Self {
         Exchange {
-            host: Rc::new(PhaseHost::new(host)),
+            host,
             headers: Vec::new(),
             route: None,
             grpc: false,
+            now: Cell::new(None),
+            properties: RefCell::new(Default::default()),
             rejected_by: None,
             verified_identity: None,
         }
@@ -163,17 +177,60 @@ impl Exchange {
         &*self.host
     }
 
-    /// Starts a new phase of the request: the clock and properties are read afresh.
+    /// Starts a new phase of the request: the clock and properties are read afresh (properties
+    /// such as `response.code` change between phases).
     pub fn new_phase(&self) {
-        self.host.new_phase();
+        self.now.set(None);
+        *self.properties.borrow_mut() = Default::default();
+    }
+
+    /// The host's clock, read once per phase.
+    pub fn now(&self) -> SystemTime {
+        if let Some(t) = self.now.get() {
+            return t;
+        }
+        let t = self.host.now();
+        self.now.set(Some(t));
+        t
+    }
+
+    /// [`Exchange::now`] in microseconds since the Unix epoch.
+    pub fn now_us(&self) -> u64 {
+        unix_us(self.now())
+    }
+
+    /// A property's raw value, read once per phase.
+    pub fn property(&self, p: Property) -> Option<Vec<u8>> {
+        if let Some(Some(cached)) = self.properties.borrow().get(p.index()) {
+            return cached.clone();
+        }
+        let v = self.host.property(p);
+        if let Some(slot) = self.properties.borrow_mut().get_mut(p.index()) {
+            *slot = Some(v.clone());
+        }
+        v
+    }
+
+    /// An integer property.
+    pub fn int(&self, p: Property) -> Option<u64> {
+        self.property(p).as_deref().and_then(le_u64)
+    }
+
+    /// A string property (absent when it is not UTF-8).
+    pub fn text(&self, p: Property) -> Option<String> {
+        self.property(p).and_then(|b| String::from_utf8(b).ok())
+    }
+
+    /// A boolean property: false when absent.
+    pub fn flag(&self, p: Property) -> bool {
+        self.property(p).is_some_and(|b| b.first() == Some(&1))
     }
 
     /// The route name (`xds.route_name`), read on first use; empty when the route has none.
     pub fn route(&mut self) -> &str {
         if self.route.is_none() {
             let name = self
-                .host
-                .property(&["xds", "route_name"])
+                .property(Property::RouteName)
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .unwrap_or_default();
             self.route = Some(name);
@@ -189,7 +246,7 @@ impl Exchange {
     /// router runs); the route name when Envoy does not say, so a per-cluster scope degrades to
     /// per-route rather than to one shared key.
     pub fn cluster(&mut self) -> String {
-        match self.host.property(&["xds", "cluster_name"]) {
+        match self.property(Property::ClusterName) {
             Some(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
             _ => self.route().to_string(),
         }
@@ -246,14 +303,10 @@ impl Exchange {
         self.host.set_response_trailer(name, Some(value));
     }
 
-    pub fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        self.host.property(path)
-    }
-
     /// Whether the response is a local reply made by one of our filters, in this module (a
     /// stage of this adapter) or in another mesh filter of the same Envoy: it carries
     /// `x-mesh-rejected-by` and did not come from the upstream. For response headers and
-    /// `on_log`. An upstream cannot fake it: a response via the upstream is never ours.
+    /// end of stream. An upstream cannot fake it: a response via the upstream is never ours.
     pub fn is_our_local_reply(&self) -> bool {
         if self.rejected_by.is_some() {
             return true;
@@ -266,8 +319,7 @@ impl Exchange {
             return false;
         }
         let details = self
-            .host
-            .property(&["response", "code_details"])
+            .property(Property::ResponseCodeDetails)
             .unwrap_or_default();
         details != b"via_upstream"
     }
@@ -278,33 +330,66 @@ impl Exchange {
     }
 }
 
-/// A configured stage, with its per-route config cache and stats; shared by the root context
-/// and every request of this VM.
+/// A configured stage, shared by every thread: what the native module's main thread ticks.
+pub trait AnyStage: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn tick_period(&self) -> Option<Duration>;
+    fn on_tick(&self, host: &dyn Host);
+    fn on_http_call_response(&self, host: &dyn Host, token: u32) -> bool;
+    /// This stage's per-thread slot (route-configuration and metric caches), for the plugin
+    /// configuration `json` it was built from.
+    fn slot(self: Arc<Self>, json: &Value) -> Result<Rc<dyn AnySlot>, ConfigError>;
+}
+
+/// A configured stage and the plugin configuration it was built from.
+#[derive(Clone)]
+pub struct Built {
+    pub stage: Arc<dyn AnyStage>,
+    pub json: Value,
+}
+
+/// Builds the stage from its JSON configuration, or says what is wrong with it.
+pub fn build<S: Stage>(json: &Value, host: &dyn Host) -> Result<Built, ConfigError> {
+    let config: S::Config = from_value(json)?;
+    Ok(Built {
+        stage: Arc::new(S::new(&config, host)),
+        json: json.clone(),
+    })
+}
+
+impl<S: Stage> AnyStage for S {
+    fn name(&self) -> &'static str {
+        S::NAME
+    }
+    fn tick_period(&self) -> Option<Duration> {
+        Stage::tick_period(self)
+    }
+    fn on_tick(&self, host: &dyn Host) {
+        Stage::on_tick(self, host);
+    }
+    fn on_http_call_response(&self, host: &dyn Host, token: u32) -> bool {
+        Stage::on_http_call_response(self, host, token)
+    }
+    fn slot(self: Arc<Self>, json: &Value) -> Result<Rc<dyn AnySlot>, ConfigError> {
+        let config: S::Config = from_value(json)?;
+        Ok(Rc::new(Slot {
+            stage: self,
+            routes: RefCell::new(RouteCache::new(json.clone(), config)),
+            stats: RefCell::new(StatsCache::new(S::NAME)),
+        }))
+    }
+}
+
+/// A configured stage on one thread, with its per-route config cache and stats.
 pub struct Slot<S: Stage> {
-    stage: S,
+    stage: Arc<S>,
     routes: RefCell<RouteCache<S::Config>>,
     stats: RefCell<StatsCache<S::Stat>>,
 }
 
-impl<S: Stage> Slot<S> {
-    /// Builds the stage from its JSON configuration, or says what is wrong with it.
-    pub fn configure(json: &Value, host: &dyn Host) -> Result<Self, ConfigError> {
-        let config: S::Config = from_value(json)?;
-        let stage = S::new(&config, host);
-        Ok(Slot {
-            stage,
-            routes: RefCell::new(RouteCache::new(S::NAME, json.clone(), config)),
-            stats: RefCell::new(StatsCache::new(S::NAME)),
-        })
-    }
-}
-
-/// Object-safe face of a [`Slot`] for the adapter's stage list.
+/// Object-safe face of a [`Slot`] for the request path.
 pub trait AnySlot {
     fn name(&self) -> &'static str;
-    fn tick_period(&self) -> Option<std::time::Duration>;
-    fn on_tick(&self, host: &dyn Host);
-    fn on_http_call_response(&self, host: &dyn Host, token: u32) -> bool;
     /// Starts the stage on a request: `None` when it is off for this route.
     fn start(self: Rc<Self>, ex: &mut Exchange) -> Option<Box<dyn Run>>;
 }
@@ -319,7 +404,7 @@ pub trait Run {
 
 enum Mode {
     Normal,
-    /// Invalid route metadata, running with the plugin configuration.
+    /// Invalid per-route configuration, running with the plugin configuration.
     Fallback,
     Reject(Reply),
 }
@@ -337,25 +422,13 @@ impl<S: Stage> AnySlot for Slot<S> {
         S::NAME
     }
 
-    fn tick_period(&self) -> Option<std::time::Duration> {
-        self.stage.tick_period()
-    }
-
-    fn on_tick(&self, host: &dyn Host) {
-        self.stage.on_tick(host);
-    }
-
-    fn on_http_call_response(&self, host: &dyn Host, token: u32) -> bool {
-        self.stage.on_http_call_response(host, token)
-    }
-
     fn start(self: Rc<Self>, ex: &mut Exchange) -> Option<Box<dyn Run>> {
         let route = ex.route().to_string();
         let host = Rc::clone(&ex.host);
         let lookup = self
             .routes
             .borrow_mut()
-            .get(&route, || host.property(&["xds", "route_metadata"]));
+            .get(&route, || host.route_config(S::NAME));
         let stats = self.stats.borrow_mut().get(&*host, "route", &route);
         let (config, mode) = match lookup.config {
             RouteConfig::Disabled => {
@@ -398,7 +471,7 @@ impl<S: Stage> RunOf<S> {
             route_config_invalid: matches!(self.mode, Mode::Fallback),
             all_stats: &self.slot.stats,
         };
-        (&self.slot.stage, cx)
+        (&*self.slot.stage, cx)
     }
 }
 
@@ -427,22 +500,75 @@ impl<S: Stage> Run for RunOf<S> {
     }
 }
 
-/// Builds the stage list from the plugin configuration.
-pub type Factory = fn(&Value, &dyn Host) -> Result<Vec<Rc<dyn AnySlot>>, ConfigError>;
+/// Builds the configured stages from the plugin configuration.
+pub type Factory = fn(&Value, &dyn Host) -> Result<Vec<Built>, ConfigError>;
 
 /// The factory of a filter with one stage: the whole plugin configuration is the stage's.
-pub fn single<S: Stage>(
-    json: &Value,
-    host: &dyn Host,
-) -> Result<Vec<Rc<dyn AnySlot>>, ConfigError> {
-    Ok(vec![Rc::new(Slot::<S>::configure(json, host)?)])
+pub fn single<S: Stage>(json: &Value, host: &dyn Host) -> Result<Vec<Built>, ConfigError> {
+    Ok(vec![build::<S>(json, host)?])
 }
 
-/// The root context: parses the plugin configuration and hands the stages to each request.
+/// A plugin configuration, parsed and built: the stages, shared by every thread.
+#[derive(Clone)]
+pub struct Configured {
+    pub stages: Arc<[Built]>,
+}
+
+impl Configured {
+    /// Parses and builds a plugin configuration; the error is the line to log.
+    pub fn new(
+        name: &'static str,
+        factory: Factory,
+        bytes: &[u8],
+        host: &dyn Host,
+    ) -> Result<Configured, String> {
+        let json = parse_json(bytes).map_err(|e| e.line(name))?;
+        let stages = factory(&json, host).map_err(|e| e.line(name))?;
+        Ok(Configured {
+            stages: Arc::from(stages),
+        })
+    }
+
+    /// The shortest tick period any stage asks for.
+    pub fn tick_period(&self) -> Option<Duration> {
+        self.stages
+            .iter()
+            .filter_map(|b| b.stage.tick_period())
+            .min()
+    }
+
+    pub fn on_tick(&self, host: &dyn Host) {
+        for b in self.stages.iter() {
+            b.stage.on_tick(host);
+        }
+    }
+
+    pub fn on_http_call_response(&self, host: &dyn Host, token: u32) {
+        for b in self.stages.iter() {
+            if b.stage.on_http_call_response(host, token) {
+                return;
+            }
+        }
+    }
+
+    /// This thread's slots over the configured stages.
+    pub fn slots(&self) -> Result<Rc<[Rc<dyn AnySlot>]>, String> {
+        let slots: Result<Vec<_>, _> = self
+            .stages
+            .iter()
+            .map(|b| Arc::clone(&b.stage).slot(&b.json))
+            .collect();
+        slots.map(Rc::from).map_err(|e| e.to_string())
+    }
+}
+
+/// The root of one thread (a wasm VM, or a native worker): the configured stages and this
+/// thread's slots over them.
 pub struct Root {
     name: &'static str,
     factory: Factory,
     host: Rc<dyn Host>,
+    configured: Option<Configured>,
     slots: Rc<[Rc<dyn AnySlot>]>,
 }
 
@@ -452,70 +578,58 @@ impl Root {
             name,
             factory,
             host,
+            configured: None,
             slots: Rc::from(Vec::new()),
         }
     }
 
+    /// A root over stages configured elsewhere (the native module's main thread).
+    pub fn with(configured: Configured, host: Rc<dyn Host>) -> Result<Self, String> {
+        let slots = configured.slots()?;
+        Ok(Root {
+            name: "",
+            factory: |_, _| Ok(Vec::new()),
+            host,
+            configured: Some(configured),
+            slots,
+        })
+    }
+
     /// Parses and applies a plugin configuration; the error is the line to log.
     pub fn configure(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let json = parse_json(bytes).map_err(|e| e.line(self.name))?;
-        let slots = (self.factory)(&json, &*self.host).map_err(|e| e.line(self.name))?;
-        if let Some(period) = slots.iter().filter_map(|s| s.tick_period()).min() {
+        let configured = Configured::new(self.name, self.factory, bytes, &*self.host)?;
+        if let Some(period) = configured.tick_period() {
             self.host.set_tick_period(period);
         }
-        self.slots = Rc::from(slots);
+        self.slots = configured.slots()?;
+        self.configured = Some(configured);
         Ok(())
     }
 
+    pub fn on_tick(&self) {
+        if let Some(c) = &self.configured {
+            c.on_tick(&*self.host);
+        }
+    }
+
+    pub fn on_http_call_response(&self, token: u32) {
+        if let Some(c) = &self.configured {
+            c.on_http_call_response(&*self.host, token);
+        }
+    }
+
+    /// A request on this root's host.
     pub fn new_request(&self) -> Request {
+        self.request_on(Rc::clone(&self.host))
+    }
+
+    /// A request on its own host (the native module's per-stream host).
+    pub fn request_on(&self, host: Rc<dyn Host>) -> Request {
         Request {
             slots: Rc::clone(&self.slots),
             runs: Vec::new(),
-            ex: Exchange::new(Rc::clone(&self.host)),
+            ex: Exchange::new(host),
         }
-    }
-}
-
-impl Context for Root {
-    fn on_http_call_response(
-        &mut self,
-        token_id: u32,
-        _num_headers: usize,
-        _body_size: usize,
-        _num_trailers: usize,
-    ) {
-        for slot in self.slots.iter() {
-            if slot.on_http_call_response(&*self.host, token_id) {
-                return;
-            }
-        }
-    }
-}
-
-impl RootContext for Root {
-    fn on_tick(&mut self) {
-        for slot in self.slots.iter() {
-            slot.on_tick(&*self.host);
-        }
-    }
-
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match self.configure(&bytes) {
-            Ok(()) => true,
-            Err(line) => {
-                log::error!("{line}");
-                false
-            }
-        }
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(self.new_request()))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
     }
 }
 
@@ -565,80 +679,4 @@ impl Request {
             run.on_log(&mut self.ex);
         }
     }
-}
-
-impl Context for Request {}
-
-impl HttpContext for Request {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if self.request_headers() {
-            Action::Continue
-        } else {
-            Action::Pause
-        }
-    }
-
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.response_headers();
-        Action::Continue
-    }
-
-    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
-        self.response_trailers();
-        Action::Continue
-    }
-
-    fn on_log(&mut self) {
-        self.log();
-    }
-}
-
-/// A root context on the real host.
-pub fn root(name: &'static str, factory: Factory) -> Box<dyn RootContext> {
-    Box::new(Root::new(name, factory, Rc::new(Proxy)))
-}
-
-/// Installs the root context factory (called from the wasm entry point).
-pub fn install(new_root: fn(u32) -> Box<dyn RootContext>) {
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(new_root);
-}
-
-/// The wasm entry point of a filter with one stage:
-///
-/// ```text
-/// #[cfg(feature = "standalone")]
-/// mesh_kit::export_stage!(crate::filter::Deadline);
-/// ```
-#[macro_export]
-macro_rules! export_stage {
-    ($stage:ty) => {
-        fn __mesh_new_root(_context_id: u32) -> Box<dyn $crate::proxy_wasm::traits::RootContext> {
-            $crate::stage::root(
-                <$stage as $crate::stage::Stage>::NAME,
-                $crate::stage::single::<$stage>,
-            )
-        }
-        $crate::proxy_wasm::main! {{
-            $crate::stage::install(__mesh_new_root);
-        }}
-    };
-}
-
-/// The wasm entry point of a filter whose stages a factory builds from the configuration (the
-/// suite):
-///
-/// ```text
-/// mesh_kit::export_filter!("mesh", crate::factory);
-/// ```
-#[macro_export]
-macro_rules! export_filter {
-    ($name:expr, $factory:path) => {
-        fn __mesh_new_root(_context_id: u32) -> Box<dyn $crate::proxy_wasm::traits::RootContext> {
-            $crate::stage::root($name, $factory)
-        }
-        $crate::proxy_wasm::main! {{
-            $crate::stage::install(__mesh_new_root);
-        }}
-    };
 }

@@ -10,7 +10,7 @@
 
 use crate::budget::{Budget, Reservation};
 use crate::config::Config;
-use mesh_kit::host::{le_u64, now_us, Host};
+use mesh_kit::host::{Host, Property};
 use mesh_kit::shared::{update, Label, CAS_TRIES};
 use mesh_kit::stage::{Cx, Flow, Stage};
 
@@ -75,7 +75,7 @@ impl Stage for RetryBudget {
         stats.inc(cx.host(), Stat::RqTotal);
         let key = label.key(Self::NAME);
         let settings = cx.config.settings();
-        let now = now_us(cx.host());
+        let now = cx.ex.now_us();
         let reserved = update(cx.host(), &key, CAS_TRIES, |bytes| {
             let mut budget = bytes.and_then(Budget::decode).unwrap_or_default();
             let r = budget.admit(&settings, now);
@@ -153,12 +153,7 @@ impl Stage for RetryBudget {
         let Some(reservation) = cx.state.reservation.take() else {
             return;
         };
-        let attempts = cx
-            .ex
-            .property(&["upstream", "request_attempt_count"])
-            .as_deref()
-            .and_then(le_u64)
-            .unwrap_or(0);
+        let attempts = cx.ex.int(Property::AttemptCount).unwrap_or(0);
         let made = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
         let label = std::mem::take(&mut cx.state.label);
         let stats = cx.stats_for(&label);
@@ -166,7 +161,7 @@ impl Stage for RetryBudget {
             stats.add(cx.host(), Stat::Retries, i64::from(made));
         }
         let settings = cx.config.settings();
-        let now = now_us(cx.host());
+        let now = cx.ex.now_us();
         let settled = update(cx.host(), &cx.state.key, CAS_TRIES, |bytes| {
             let mut budget = bytes.and_then(Budget::decode).unwrap_or_default();
             budget.settle(&settings, &reservation, made, now);

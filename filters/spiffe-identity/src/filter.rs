@@ -17,7 +17,7 @@ use crate::config::{Config, Mode, Source};
 use crate::id::{self, escape_for_log, SpiffeId};
 use crate::pattern::first_match;
 use crate::xfcc;
-use mesh_kit::host::Host;
+use mesh_kit::host::{Host, Property};
 use mesh_kit::reply::{GrpcCode, Reply};
 use mesh_kit::stage::{Cx, Exchange, Flow, OnInvalid, Stage};
 
@@ -195,16 +195,12 @@ pub fn authorize(config: &Config, id: &SpiffeId) -> Result<(), Refusal> {
 /// for this connection (`forward_client_cert_details: SANITIZE_SET`,
 /// `set_current_client_cert_details: {uri: true}`): see [`peer_certificate_uris`].
 fn peer_uris(cx: &Cx<'_, SpiffeIdentity>) -> Result<Vec<String>, Refusal> {
-    let mtls = cx
-        .ex
-        .property(&["connection", "mtls"])
-        .is_some_and(|b| b.first() == Some(&1));
+    let mtls = cx.ex.flag(Property::Mtls);
     let peer = if mtls {
         PeerCertificate {
             mtls,
-            digest: property_string(cx, &["connection", "sha256_peer_certificate_digest"]),
-            first_uri: property_string(cx, &["connection", "uri_san_peer_certificate"])
-                .unwrap_or_default(),
+            digest: cx.ex.text(Property::PeerDigest),
+            first_uri: cx.ex.text(Property::PeerUriSan).unwrap_or_default(),
         }
     } else {
         PeerCertificate::default()
@@ -281,11 +277,8 @@ pub fn peer_certificate_uris(
 /// `xfcc_trusted_by`, and its element's `By` too: a header from anyone else is not believed.
 fn xfcc_uris(cx: &Cx<'_, SpiffeIdentity>) -> Result<Vec<String>, Refusal> {
     let trusted = &cx.config.xfcc_trusted_by;
-    let mtls = cx
-        .ex
-        .property(&["connection", "mtls"])
-        .is_some_and(|b| b.first() == Some(&1));
-    let peer = property_string(cx, &["connection", "uri_san_peer_certificate"]).unwrap_or_default();
+    let mtls = cx.ex.flag(Property::Mtls);
+    let peer = cx.ex.text(Property::PeerUriSan).unwrap_or_default();
     if !mtls || !trusted.contains(&peer) {
         return Err(Refusal::Unauthenticated(format!(
             "x-forwarded-client-cert is trusted only from {}; the peer is {}",
@@ -322,10 +315,6 @@ fn xfcc_uris(cx: &Cx<'_, SpiffeIdentity>) -> Result<Vec<String>, Refusal> {
         .filter(|u| !u.is_empty())
         .map(str::to_string)
         .collect())
-}
-
-fn property_string(cx: &Cx<'_, SpiffeIdentity>, path: &[&str]) -> Option<String> {
-    cx.ex.property(path).and_then(|b| String::from_utf8(b).ok())
 }
 
 fn describe(r: &Refusal) -> String {

@@ -27,9 +27,8 @@
 use mesh_kit::config::ConfigError;
 use mesh_kit::host::Host;
 use mesh_kit::registry::{from_sections, Entry};
-use mesh_kit::stage::AnySlot;
+use mesh_kit::stage::Built;
 use serde_json::Value;
-use std::rc::Rc;
 
 /// The suite's name in log lines, its root_id.
 pub const NAME: &str = "mesh";
@@ -46,7 +45,7 @@ pub const STAGES: [Entry; 5] = [
 
 /// Builds the stages that have a section, in [`STAGES`] order; an unknown section or an
 /// invalid one is an error naming `<section>.<field>`.
-pub fn factory(json: &Value, host: &dyn Host) -> Result<Vec<Rc<dyn AnySlot>>, ConfigError> {
+pub fn factory(json: &Value, host: &dyn Host) -> Result<Vec<Built>, ConfigError> {
     let slots = from_sections(&STAGES, json, host)?;
     if slots.is_empty() {
         log::warn!("{NAME}: no stage configured: every request passes untouched");
@@ -68,7 +67,7 @@ mod tests {
 
     fn names(json: Value) -> Result<Vec<&'static str>, String> {
         factory(&json, &MemoryStore::default())
-            .map(|slots| slots.iter().map(|s| s.name()).collect())
+            .map(|stages| stages.iter().map(|b| b.stage.name()).collect())
             .map_err(|e| e.line(NAME))
     }
 

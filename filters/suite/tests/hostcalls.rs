@@ -11,7 +11,7 @@
     clippy::indexing_slicing
 )]
 
-use mesh_kit::host::{CasError, Host, MetricKind};
+use mesh_kit::host::{CasError, Host, MetricKind, MetricName, Property};
 use mesh_kit::reply::Rendered;
 use mesh_kit::shared::MemoryStore;
 use mesh_kit::stage::Root;
@@ -48,22 +48,26 @@ impl Host for Counting {
         self.count("random");
         self.store.random(out);
     }
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        self.count(format!("property {}", path.join(".")));
-        match path {
-            ["xds", "route_name"] => Some(b"orders".to_vec()),
-            ["xds", "cluster_name"] => Some(b"svc".to_vec()),
-            ["xds", "route_metadata"] => Some(Vec::new()),
-            ["connection", "mtls"] => Some(vec![1]),
-            ["connection", "sha256_peer_certificate_digest"] => Some(DIGEST.into()),
-            ["connection", "uri_san_peer_certificate"] => Some(PEER.into()),
-            ["request", "time"] => Some(1_800_000_000_000_000_000u64.to_le_bytes().to_vec()),
-            ["response", "code"] => Some(200u64.to_le_bytes().to_vec()),
-            ["response", "flags"] => Some(0u64.to_le_bytes().to_vec()),
-            ["response", "code_details"] => Some(b"via_upstream".to_vec()),
-            ["upstream", "request_attempt_count"] => Some(1u64.to_le_bytes().to_vec()),
-            _ => None,
+    fn property(&self, p: Property) -> Option<Vec<u8>> {
+        self.count(format!("property {}", p.path().join(".")));
+        match p {
+            Property::RouteName => Some(b"orders".to_vec()),
+            Property::ClusterName => Some(b"svc".to_vec()),
+            Property::Mtls => Some(vec![1]),
+            Property::PeerDigest => Some(DIGEST.into()),
+            Property::PeerUriSan => Some(PEER.into()),
+            Property::RequestTime => Some(1_800_000_000_000_000_000u64.to_le_bytes().to_vec()),
+            Property::ResponseCode => Some(200u64.to_le_bytes().to_vec()),
+            Property::ResponseFlags => Some(0u64.to_le_bytes().to_vec()),
+            Property::ResponseCodeDetails => Some(b"via_upstream".to_vec()),
+            Property::AttemptCount => Some(1u64.to_le_bytes().to_vec()),
+            Property::ResponseGrpcStatus => None,
         }
+    }
+    fn route_config(&self, _: &str) -> Result<Option<serde_json::Value>, String> {
+        // As the wasm host does: one read of xds.route_metadata (here: none).
+        self.count("property xds.route_metadata");
+        Ok(None)
     }
     fn request_headers(&self) -> Vec<(String, String)> {
         self.count("request_headers");
@@ -104,9 +108,9 @@ impl Host for Counting {
     fn send_reply(&self, _: &Rendered) {
         self.count("send_reply");
     }
-    fn define_metric(&self, _: MetricKind, name: &str) -> Option<u32> {
+    fn define_metric(&self, _: MetricKind, name: &MetricName<'_>) -> Option<u32> {
         self.count("define_metric");
-        Some(u32::try_from(name.len()).unwrap())
+        Some(u32::try_from(name.flat().len()).unwrap())
     }
     fn increment_metric(&self, _: u32, _: i64) {
         self.count("increment_metric");

@@ -12,11 +12,11 @@
 use crate::config::{Config, Export, ResponseHeader};
 use crate::formats::{self, Format, Sampling, SpanContext, SpanId, TraceId};
 use crate::otlp::{encode_export_request, AttrValue, FinishedSpan};
-use mesh_kit::host::{le_u64, Host, MetricKind};
+use mesh_kit::host::{unix_nanos, Host, MetricKind, MetricName, Property};
 use mesh_kit::stage::{Cx, Flow, OnInvalid, Stage};
-use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::time::{Duration, UNIX_EPOCH};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 mesh_kit::stats! {
     /// The trace stage's stats per route (its other metrics are per VM: [`Metrics`]).
@@ -52,12 +52,15 @@ struct Metrics {
 
 impl Metrics {
     fn define(host: &dyn Host) -> Metrics {
-        let c = |name: &str| {
-            host.define_metric(
-                MetricKind::Counter,
-                &format!("mesh.trace_propagation.{name}"),
-            )
+        let metric = |stat: &str, label: Option<(&str, &str)>| {
+            let name = MetricName {
+                stage: TracePropagation::NAME,
+                stat,
+                label,
+            };
+            host.define_metric(MetricKind::Counter, &name)
         };
+        let c = |stat: &str| metric(stat, None);
         let formats = [
             Format::W3c,
             Format::B3,
@@ -68,7 +71,7 @@ impl Metrics {
         Metrics {
             extracted: formats
                 .iter()
-                .map(|f| (*f, c(&format!("extracted.format={}", f.name()))))
+                .map(|f| (*f, metric("extracted", Some(("format", f.name())))))
                 .collect(),
             started: c("started"),
             invalid: c("invalid"),
@@ -86,11 +89,18 @@ impl Metrics {
     }
 }
 
-/// The spans of this VM waiting for the collector, and the export call in flight.
+/// The spans waiting for the collector, and the export call in flight: per VM in the wasm
+/// module, one for the process in the native module (whose workers share the stage).
 struct Exporter {
     config: Export,
-    queue: RefCell<VecDeque<FinishedSpan>>,
-    in_flight: Cell<Option<(u32, u64)>>,
+    queue: Mutex<VecDeque<FinishedSpan>>,
+    in_flight: Mutex<Option<(u32, u64)>>,
+}
+
+/// A lock that a panic elsewhere cannot make unusable: the data is a queue of finished spans,
+/// valid whatever step a panicking holder was at.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 pub struct TracePropagation {
@@ -135,8 +145,8 @@ impl Stage for TracePropagation {
     fn new(config: &Config, host: &dyn Host) -> Self {
         let exporter = config.export.clone().map(|config| Exporter {
             config,
-            queue: RefCell::new(VecDeque::new()),
-            in_flight: Cell::new(None),
+            queue: Mutex::new(VecDeque::new()),
+            in_flight: Mutex::new(None),
         });
         TracePropagation {
             metrics: Metrics::define(host),
@@ -216,10 +226,8 @@ impl Stage for TracePropagation {
         }
         let start_unix_nano = cx
             .ex
-            .property(&["request", "time"])
-            .as_deref()
-            .and_then(le_u64)
-            .unwrap_or_else(|| now_nanos(cx.ex.host()));
+            .int(Property::RequestTime)
+            .unwrap_or_else(|| unix_nanos(cx.ex.now()));
         let method = cx.ex.header(":method").unwrap_or_default().to_string();
         let path = cx.ex.header(":path").unwrap_or_default();
         let path = path
@@ -268,12 +276,7 @@ impl Stage for TracePropagation {
         }
         let name = cx.ex.route().to_string();
         let host = cx.ex.host();
-        let code = cx
-            .ex
-            .property(&["response", "code"])
-            .as_deref()
-            .and_then(le_u64)
-            .unwrap_or(0);
+        let code = cx.ex.int(Property::ResponseCode).unwrap_or(0);
         let mut attributes = vec![
             (
                 "http.request.method".to_string(),
@@ -286,23 +289,14 @@ impl Stage for TracePropagation {
             ),
         ];
         if cx.ex.is_grpc() {
-            if let Some(g) = cx
-                .ex
-                .property(&["response", "grpc_status"])
-                .as_deref()
-                .and_then(le_u64)
-            {
+            if let Some(g) = cx.ex.int(Property::ResponseGrpcStatus) {
                 attributes.push((
                     "rpc.grpc.status_code".to_string(),
                     AttrValue::Int(i64::try_from(g).unwrap_or(0)),
                 ));
             }
         }
-        if let Some(cluster) = cx
-            .ex
-            .property(&["xds", "cluster_name"])
-            .and_then(|b| String::from_utf8(b).ok())
-        {
+        if let Some(cluster) = cx.ex.text(Property::ClusterName) {
             attributes.push(("upstream_cluster".to_string(), AttrValue::Str(cluster)));
         }
         let span = FinishedSpan {
@@ -313,11 +307,11 @@ impl Stage for TracePropagation {
             name,
             kind_server: true,
             start_unix_nano: hop.start_unix_nano,
-            end_unix_nano: now_nanos(host).max(hop.start_unix_nano),
+            end_unix_nano: unix_nanos(cx.ex.now()).max(hop.start_unix_nano),
             attributes,
             error: code >= 500,
         };
-        let mut queue = exporter.queue.borrow_mut();
+        let mut queue = lock(&exporter.queue);
         if queue.len() >= exporter.config.max_queue as usize {
             queue.pop_front();
             Metrics::add(host, self.metrics.spans_dropped, 1);
@@ -337,11 +331,11 @@ impl Stage for TracePropagation {
         let Some(exporter) = &self.exporter else {
             return;
         };
-        if exporter.in_flight.get().is_some() {
+        if lock(&exporter.in_flight).is_some() {
             return;
         }
         let batch: Vec<FinishedSpan> = {
-            let mut queue = exporter.queue.borrow_mut();
+            let mut queue = lock(&exporter.queue);
             let n = queue.len().min(exporter.config.max_batch as usize);
             queue.drain(..n).collect()
         };
@@ -359,7 +353,8 @@ impl Stage for TracePropagation {
         ];
         let n = batch.len() as u64;
         match host.http_call(&e.cluster, &headers, &body, Duration::from_secs(5)) {
-            Some(token) => exporter.in_flight.set(Some((token, n))),
+            // Not held across the call: a host may answer before it returns.
+            Some(token) => *lock(&exporter.in_flight) = Some((token, n)),
             None => {
                 Metrics::add(host, self.metrics.export_failed, 1);
                 Metrics::add(host, self.metrics.spans_dropped, n);
@@ -371,13 +366,16 @@ impl Stage for TracePropagation {
         let Some(exporter) = &self.exporter else {
             return false;
         };
-        let Some((mine, n)) = exporter.in_flight.get() else {
+        let mut in_flight = lock(&exporter.in_flight);
+        let Some((mine, n)) = *in_flight else {
             return false;
         };
         if mine != token {
             return false;
         }
-        exporter.in_flight.set(None);
+        *in_flight = None;
+        drop(in_flight);
+
         match host.http_call_status() {
             Some(200..=299) => Metrics::add(host, self.metrics.spans_exported, n),
             status => {
@@ -530,11 +528,4 @@ fn nonzero<const N: usize>(mut b: [u8; N]) -> [u8; N] {
 fn random_ratio(host: &dyn Host) -> f64 {
     let r = u64::from_le_bytes(random_bytes(host));
     (r >> 11) as f64 / (1u64 << 53) as f64
-}
-
-fn now_nanos(host: &dyn Host) -> u64 {
-    host.now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }

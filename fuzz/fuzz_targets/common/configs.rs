@@ -84,14 +84,16 @@ pub fn cache<C: DeserializeOwned + Validate>(key: &'static str) -> RouteCache<C>
     let base_json = base_json(key);
     let base = from_value::<C>(&base_json)
         .unwrap_or_else(|e| panic!("the demo configuration of {key} is invalid: {e}"));
-    RouteCache::new(key, base_json, base)
+    RouteCache::new(base_json, base)
 }
 
 /// Resolves `metadata` for a route twice through a fresh cache: the first lookup decodes, the
 /// second must come from the cache with the same outcome and no new error.
 pub fn resolve<C: DeserializeOwned + Validate + Derive>(key: &'static str, metadata: &[u8]) {
     let mut routes = cache::<C>(key);
-    let first = routes.get("route", || Some(metadata.to_vec()));
+    let first = routes.get("route", || {
+        mesh_kit::host::metadata_section(Some(metadata), key)
+    });
     if let Some(e) = &first.new_error {
         one_line(&e.line(key));
     }
