@@ -53,7 +53,7 @@ pub fn factory(json: &Value, host: &dyn Host) -> Result<Vec<Built>, ConfigError>
     Ok(slots)
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(feature = "standalone", target_arch = "wasm32"))]
 #[allow(unsafe_code)]
 mod entry {
     mesh_kit::export_filter!(crate::NAME, crate::factory);
