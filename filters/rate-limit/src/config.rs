@@ -31,7 +31,10 @@ pub enum Key {
     Header(
         #[cfg_attr(
             feature = "schema",
-            schemars(regex(pattern = r"^(:[a-z]+|[a-z0-9_-]+)$"))
+            schemars(
+                regex(pattern = r"^(:[a-z]+|[a-z0-9_-]+)$"),
+                extend("not" = {"enum": ["x-spiffe-id", "x-forwarded-client-cert"]})
+            )
         )]
         String,
     ),
