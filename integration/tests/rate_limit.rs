@@ -531,8 +531,10 @@ async fn at_saturation_two_workers_allow_each_client_burst_plus_rate_times_time(
             error * 100.0,
             summary.join("\n")
         );
+        // Saturation: the client asked at least twice as fast as tokens arrived, all along (a
+        // client that paused would have wasted tokens and failed the bound above).
         assert!(
-            sent as f64 > 4.0 * allowed,
+            sent as f64 > 2.0 * allowed,
             "{client}: not saturated: {sent} sent"
         );
     }
