@@ -7,7 +7,7 @@ SHELL := /bin/bash
 
 # One crate per filter; each is built on its own so that the suite's feature selection never
 # leaks into a standalone module (cargo unifies features within one invocation).
-FILTERS := mesh-deadline mesh-circuit-breaker mesh-retry-budget mesh-spiffe-identity mesh-trace-propagation mesh-suite
+FILTERS := mesh-deadline mesh-circuit-breaker mesh-retry-budget mesh-spiffe-identity mesh-trace-propagation mesh-rate-limit mesh-suite
 WASM_DIR := target/wasm32-wasip1/release
 
 # `docker compose` (plugin) where present, else Debian's `docker-compose`.

@@ -1,9 +1,9 @@
-//! `mesh_filters.wasm`: the five mesh filters as one Envoy HTTP filter, root_id `mesh`.
+//! `mesh_filters.wasm`: the six mesh filters as one Envoy HTTP filter, root_id `mesh`.
 //!
-//! One HttpContext runs the stages in the order spiffe-identity → circuit-breaker → deadline →
-//! retry-budget → trace-propagation over one [`mesh_kit::stage::Exchange`]: the request headers
-//! are read once, the route name once, and each stage's per-route configuration is decoded once
-//! per route and cached. The plugin configuration has one optional section per stage, named
+//! One HttpContext runs the stages in the order spiffe-identity → rate-limit → circuit-breaker →
+//! deadline → retry-budget → trace-propagation over one [`mesh_kit::stage::Exchange`]: the
+//! request headers are read once, the route name once, and each stage's per-route configuration
+//! is decoded once per route and cached. The plugin configuration has one optional section per stage, named
 //! after it; a stage without a section is off:
 //!
 //! ```json
@@ -35,8 +35,9 @@ pub const NAME: &str = "mesh";
 
 /// Every stage, in the order they run: the one list the suite, `mesh-filters check`, the JSON
 /// Schema and the fuzz targets read.
-pub const STAGES: [Entry; 5] = [
+pub const STAGES: [Entry; 6] = [
     mesh_spiffe_identity::STAGE,
+    mesh_rate_limit::STAGE,
     mesh_circuit_breaker::STAGE,
     mesh_deadline::STAGE,
     mesh_retry_budget::STAGE,

@@ -43,7 +43,7 @@ pub struct RouteRow {
     /// The connection manager's `stat_prefix`, or `rds` for routes found outside one.
     pub listener: String,
     pub route: String,
-    pub cells: [String; 5],
+    pub cells: [String; STAGES.len()],
 }
 
 /// Checks one document (YAML or JSON).
@@ -224,7 +224,7 @@ fn check_route(listener: &str, route: &Value, filters: &[Filter], report: &mut R
     let metadata = route
         .pointer("/metadata/filter_metadata")
         .and_then(Value::as_object);
-    let mut cells: [String; 5] = Default::default();
+    let mut cells: [String; STAGES.len()] = Default::default();
     let mut any = false;
     if let Some(md) = metadata {
         for key in md.keys().filter(|k| k.starts_with("mesh.")) {
@@ -300,14 +300,16 @@ pub fn render(report: &Report) -> String {
         );
     }
     if !report.routes.is_empty() {
-        // Stage cells in reading order, the widest (identities) last.
-        const ORDER: [usize; 5] = [2, 3, 1, 4, 0];
+        // Stage cells (STAGES order: identity, rate limit, breaker, deadline, retries,
+        // tracing) in reading order, the widest (identities) last.
+        const ORDER: [usize; STAGES.len()] = [3, 4, 2, 1, 5, 0];
         let header = [
             "listener",
             "route",
             "deadline",
             "retries",
             "breaker",
+            "limit",
             "tracing",
             "identities",
         ];

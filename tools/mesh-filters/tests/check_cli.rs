@@ -63,14 +63,21 @@ fn the_demo_table_shows_each_routes_effective_settings() {
         row("mesh", "events")
     );
     assert!(row("mesh", "learner").contains(" 10s "));
-    // health: every stage off; the plaintext listener runs no identity stage.
+    // health: every stage off; the plaintext listener runs no identity stage and no rate limit.
     assert_eq!(
         row("mesh", "health")
             .split_whitespace()
             .skip(2)
             .collect::<Vec<_>>(),
-        ["off", "off", "off", "off", "-"]
+        ["off", "off", "off", "-", "off", "-"]
     );
+    // The rate limit: events per verified identity on the mTLS listener, off elsewhere.
+    assert!(
+        row("mesh_mtls", "events").contains(" 5/s burst 10 per identity "),
+        "{}",
+        row("mesh_mtls", "events")
+    );
+    assert!(row("mesh_mtls", "learner").contains(" off "));
     assert!(row("mesh_mtls", "learner").ends_with("spiffe://mesh.local/ns/*/sa/auth"));
     assert!(row("mesh", "auth").contains("2 within 20%+10/s"));
     assert!(row("mesh", "auth").contains("5 fails, open 60s"));

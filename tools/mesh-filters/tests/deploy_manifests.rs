@@ -166,6 +166,7 @@ fn through_struct(v: &Value) -> Value {
 fn check_section(section: &str, config: &Value) -> Result<(), ConfigError> {
     match section {
         "spiffe_identity" => from_value::<mesh_spiffe_identity::config::Config>(config).map(|_| ()),
+        "rate_limit" => from_value::<mesh_rate_limit::config::Config>(config).map(|_| ()),
         "circuit_breaker" => from_value::<mesh_circuit_breaker::config::Config>(config).map(|_| ()),
         "deadline" => from_value::<mesh_deadline::config::Config>(config).map(|_| ()),
         "retry_budget" => from_value::<mesh_retry_budget::config::Config>(config).map(|_| ()),
