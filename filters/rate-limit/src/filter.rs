@@ -18,14 +18,15 @@ use crate::config::{format_rate, Config, Key, Mode};
 use crate::fields;
 use crate::key::ClientKey;
 use crate::table::{self, admit, Table};
-use mesh_kit::host::{now_us, Host};
-use mesh_kit::metrics::Stats;
+use mesh_kit::host::{Host, MetricKind, MetricName, Property};
+use mesh_kit::metrics::label_value;
+use mesh_kit::shared::Label;
 use mesh_kit::reply::{GrpcCode, Reply};
 use mesh_kit::stage::{Cx, Exchange, Flow, OnInvalid, Stage};
 use mesh_kit::values::format_duration;
 use mesh_spiffe_identity::id::{self, SpiffeId};
-use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 mesh_kit::stats! {
@@ -49,7 +50,16 @@ pub const CENSUS_SLOTS_PER_TICK: u32 = 1024;
 const MAX_TRACKED: usize = 4096;
 
 pub struct RateLimit {
-    census: RefCell<Census>,
+    /// Per VM in the wasm module; one for the process in the native module, whose main thread
+    /// ticks.
+    census: Mutex<Census>,
+}
+
+impl RateLimit {
+    fn census(&self) -> MutexGuard<'_, Census> {
+        // The census only counts for a gauge: usable whatever step a panicking holder was at.
+        self.census.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// What a rejected request carries to its response headers: the two RateLimit field values.
@@ -84,7 +94,7 @@ impl Stage for RateLimit {
 
     fn new(_config: &Config, _host: &dyn Host) -> Self {
         RateLimit {
-            census: RefCell::new(Census::default()),
+            census: Mutex::new(Census::default()),
         }
     }
 
@@ -102,8 +112,8 @@ impl Stage for RateLimit {
         if key.is_unkeyed() {
             stats.inc(cx.host(), Stat::Unkeyed);
         }
-        self.census.borrow_mut().track(&table, &stats);
-        let now = now_us(cx.host());
+        self.census().track(&table, &label);
+        let now = cx.ex.now_us();
         let admission = match admit(cx.host(), &table, key.hash(), &limit, now) {
             Ok(a) => a,
             Err(e) => {
@@ -157,7 +167,7 @@ impl Stage for RateLimit {
     }
 
     fn on_tick(&self, host: &dyn Host) {
-        self.census.borrow_mut().run(host, now_us(host));
+        self.census().run(host, mesh_kit::host::unix_us(host.now()));
     }
 }
 
@@ -182,14 +192,10 @@ pub fn verified_identity(ex: &Exchange) -> Option<SpiffeId> {
     if let Some(verified) = &ex.verified_identity {
         return id::parse(verified).ok();
     }
-    let mtls = ex
-        .property(&["connection", "mtls"])
-        .is_some_and(|b| b.first() == Some(&1));
-    if !mtls {
+    if !ex.flag(Property::Mtls) {
         return None;
     }
-    let uri = ex.property(&["connection", "uri_san_peer_certificate"])?;
-    id::parse(std::str::from_utf8(&uri).ok()?).ok()
+    id::parse(&ex.text(Property::PeerUriSan)?).ok()
 }
 
 fn rejection(limit: &Limit, retry_in_us: u64) -> Reply {
@@ -216,13 +222,15 @@ struct Census {
 
 struct Tracked {
     table: Table,
-    stats: Stats<Stat>,
+    label: Label,
+    /// The `keys` gauge of this table, defined on the thread that ticks, on its first count.
+    gauge: Option<Option<u32>>,
     next: u32,
     active: u32,
 }
 
 impl Census {
-    fn track(&mut self, table: &Table, stats: &Stats<Stat>) {
+    fn track(&mut self, table: &Table, label: &Label) {
         if self.by_prefix.contains_key(table.prefix()) || self.tables.len() >= MAX_TRACKED {
             return;
         }
@@ -230,7 +238,8 @@ impl Census {
             .insert(table.prefix().to_string(), self.tables.len());
         self.tables.push(Tracked {
             table: table.clone(),
-            stats: stats.clone(),
+            label: label.clone(),
+            gauge: None,
             next: 0,
             active: 0,
         });
@@ -262,7 +271,17 @@ impl Census {
                 // Out of budget in the middle of this table: go on from here next time.
                 return;
             }
-            t.stats.set(host, Stat::Keys, u64::from(t.active));
+            let gauge = *t.gauge.get_or_insert_with(|| {
+                let name = MetricName {
+                    stage: RateLimit::NAME,
+                    stat: "keys",
+                    label: Some((t.label.kind, &label_value(&t.label.name))),
+                };
+                host.define_metric(MetricKind::Gauge, &name)
+            });
+            if let Some(id) = gauge {
+                host.record_metric(id, u64::from(t.active));
+            }
             t.next = 0;
             t.active = 0;
             self.cursor = (at + 1) % self.tables.len();

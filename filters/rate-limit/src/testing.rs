@@ -1,7 +1,7 @@
 //! A host for the unit tests: the kit's in-memory shared data, with the properties, headers,
 //! clock and metrics a test sets, recording what the stage does and counting host calls.
 
-use mesh_kit::host::{CasError, Host, MetricKind};
+use mesh_kit::host::{CasError, Host, MetricKind, MetricName, Property};
 use mesh_kit::reply::Rendered;
 use mesh_kit::shared::MemoryStore;
 use std::cell::{Cell, RefCell};
@@ -71,9 +71,13 @@ impl Host for Store {
     fn random(&self, out: &mut [u8]) {
         self.memory.random(out);
     }
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+    fn property(&self, p: Property) -> Option<Vec<u8>> {
         self.count("property");
-        self.properties.borrow().get(&path.join(".")).cloned()
+        self.properties.borrow().get(&p.path().join(".")).cloned()
+    }
+    fn route_config(&self, _: &str) -> Result<Option<serde_json::Value>, String> {
+        self.count("property");
+        Ok(None)
     }
     fn request_headers(&self) -> Vec<(String, String)> {
         self.count("request_headers");
@@ -102,10 +106,10 @@ impl Host for Store {
         self.count("send_reply");
         self.replies.borrow_mut().push(reply.clone());
     }
-    fn define_metric(&self, _: MetricKind, name: &str) -> Option<u32> {
+    fn define_metric(&self, _: MetricKind, name: &MetricName<'_>) -> Option<u32> {
         self.count("define_metric");
         let mut names = self.metric_names.borrow_mut();
-        names.push(name.to_string());
+        names.push(name.flat());
         u32::try_from(names.len() - 1).ok()
     }
     fn increment_metric(&self, id: u32, delta: i64) {
