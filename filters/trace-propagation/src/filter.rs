@@ -4,13 +4,20 @@
 //! one is counted and the next format tried); with none, start a trace (random 128-bit trace id,
 //! sampled by `sampling_ratio`, W3C random flag set). Give this hop a new span id, remove the
 //! propagation headers of every format in play and write the context in every injected format
-//! (the incoming span becomes the parent). tracestate passes through, limited, next to a kept
-//! traceparent; baggage is limited. Response headers: `traceresponse` / `server-timing`.
+//! (the incoming span becomes the parent). Every field line of a repeated header is seen (the
+//! adapter's [`mesh_kit::stage::Exchange`] holds them all, in order): a repeated `traceparent`,
+//! `b3`, `uber-trace-id` or `grpc-trace-bin` is invalid, the `X-B3-*` headers take their first
+//! line, and the `tracestate` and `baggage` lines are each one list, written back as one line.
+//! tracestate passes through (valid members only, at most 32) next to a kept traceparent;
+//! baggage is limited. Response headers: `traceresponse` / `server-timing`.
 //! End of stream: with `export`, a SERVER span per sampled request goes into a per-VM queue that
 //! `on_tick` sends to the collector as OTLP/HTTP — never on a request's path.
 
 use crate::config::{Config, Export, ResponseHeader};
-use crate::formats::{self, Format, Sampling, SpanContext, SpanId, TraceId};
+use crate::formats::{
+    self, single_line, Format, Invalid, Sampling, SpanContext, SpanId, TraceId, TraceState,
+    B3 as B3Value,
+};
 use crate::otlp::{encode_export_request, AttrValue, FinishedSpan};
 use mesh_kit::host::{le_u64, Host, MetricKind};
 use mesh_kit::stage::{Cx, Flow, OnInvalid, Stage};
@@ -44,6 +51,7 @@ struct Metrics {
     extracted: Vec<(Format, Option<u32>)>,
     started: Option<u32>,
     invalid: Option<u32>,
+    tracestate_dropped: Option<u32>,
     baggage_dropped: Option<u32>,
     spans_exported: Option<u32>,
     spans_dropped: Option<u32>,
@@ -72,6 +80,7 @@ impl Metrics {
                 .collect(),
             started: c("started"),
             invalid: c("invalid"),
+            tracestate_dropped: c("tracestate_dropped"),
             baggage_dropped: c("baggage_dropped"),
             spans_exported: c("spans_exported"),
             spans_dropped: c("spans_dropped"),
@@ -113,6 +122,32 @@ struct Hop {
     path: String,
 }
 
+impl TracePropagation {
+    /// Applies the W3C Baggage limits to every `baggage` line as one list. The header is left
+    /// alone (no hostcall) when it is one line and nothing is dropped; otherwise it is written
+    /// back as one line, or removed when nothing is kept.
+    fn limit_baggage(&self, cx: &mut Cx<'_, Self>) {
+        let lines = cx.ex.header_values(BAGGAGE).count();
+        if lines == 0 {
+            return;
+        }
+        let (kept, dropped) = formats::limit_baggage_lines(cx.ex.header_values(BAGGAGE));
+        Metrics::add(
+            cx.ex.host(),
+            self.metrics.baggage_dropped,
+            u64::from(dropped),
+        );
+        if dropped == 0 && lines == 1 {
+            return;
+        }
+        if kept.is_empty() {
+            cx.ex.remove_header(BAGGAGE);
+        } else {
+            cx.ex.set_header(BAGGAGE, &kept);
+        }
+    }
+}
+
 impl Stage for TracePropagation {
     const NAME: &'static str = "mesh.trace_propagation";
     type Stat = Stat;
@@ -152,10 +187,21 @@ impl Stage for TracePropagation {
 
     fn on_request_headers(&self, cx: &mut Cx<'_, Self>) -> Flow {
         let host = cx.ex.host();
-        let (found, invalid, hint) = extract(cx);
+        let Extracted {
+            found,
+            trace_state,
+            invalid,
+            hint,
+        } = extract(cx);
         Metrics::add(host, self.metrics.invalid, invalid);
-        let (mut context, parent, trace_state) = match found {
-            Some((format, context, trace_state)) => {
+        Metrics::add(
+            host,
+            self.metrics.tracestate_dropped,
+            u64::from(trace_state.dropped()),
+        );
+        let trace_state = trace_state.to_string();
+        let (mut context, parent) = match found {
+            Some((format, context)) => {
                 let id = self
                     .metrics
                     .extracted
@@ -163,7 +209,7 @@ impl Stage for TracePropagation {
                     .find(|(f, _)| *f == format)
                     .and_then(|(_, id)| *id);
                 Metrics::add(host, id, 1);
-                (context, Some(context.span_id), trace_state)
+                (context, Some(context.span_id))
             }
             None => {
                 Metrics::add(host, self.metrics.started, 1);
@@ -182,7 +228,7 @@ impl Stage for TracePropagation {
                     debug: false,
                     random: true,
                 };
-                (context, None, String::new())
+                (context, None)
             }
         };
         if context.sampling == Sampling::Deferred {
@@ -199,21 +245,7 @@ impl Stage for TracePropagation {
         for (name, value) in &out {
             cx.ex.set_header(name, value);
         }
-        if let Some(b) = cx.ex.header(BAGGAGE).map(str::to_string) {
-            let (kept, dropped) = formats::limit_baggage(&b);
-            Metrics::add(
-                cx.ex.host(),
-                self.metrics.baggage_dropped,
-                u64::from(dropped),
-            );
-            if dropped > 0 {
-                if kept.is_empty() {
-                    cx.ex.remove_header(BAGGAGE);
-                } else {
-                    cx.ex.set_header(BAGGAGE, &kept);
-                }
-            }
-        }
+        self.limit_baggage(cx);
         let start_unix_nano = cx
             .ex
             .property(&["request", "time"])
@@ -393,60 +425,89 @@ impl Stage for TracePropagation {
     }
 }
 
-type Found = (Format, SpanContext, String);
+/// What the request carried.
+#[derive(Default)]
+struct Extracted {
+    /// The first valid context among the formats to extract, and the format it was read in.
+    found: Option<(Format, SpanContext)>,
+    /// The `tracestate` that goes with a W3C context (empty otherwise).
+    trace_state: TraceState,
+    /// Invalid contexts seen before the one found.
+    invalid: u64,
+    /// A sampling decision carried without a context (`b3: 0`, `X-B3-Sampled: 0` alone).
+    hint: Option<bool>,
+}
 
-/// The first valid context among the formats to extract, the number of invalid ones seen
-/// before it, and a sampling decision carried without a context (`b3: 0`).
-fn extract(cx: &Cx<'_, TracePropagation>) -> (Option<Found>, u64, Option<bool>) {
-    let ex = &cx.ex;
-    let mut invalid = 0;
-    let mut hint = None;
+/// Not a context, but a sampling decision alone: neither found nor invalid.
+const SAMPLING_ONLY: Invalid = Invalid("sampling only");
+
+/// Reads the formats to extract in order; the first valid context wins. `b3` is the single
+/// header when the request has one ("The single-header variant takes precedence over the
+/// multiple header one when extracting fields"), the `X-B3-*` headers otherwise; `b3-multi` is
+/// the `X-B3-*` headers only (read once however both are listed).
+fn extract(cx: &Cx<'_, TracePropagation>) -> Extracted {
+    let ex = &*cx.ex;
+    let mut out = Extracted::default();
+    let mut multi_read = false;
     for format in &cx.config.extract {
         let parsed = match format {
-            Format::W3c => ex.header(TRACEPARENT).map(|v| {
-                formats::parse_traceparent(v).map(|c| {
-                    let ts = ex
-                        .header(TRACESTATE)
-                        .and_then(|t| formats::TraceState::parse(t).ok())
-                        .map(|t| t.limited().0)
-                        .unwrap_or_default();
-                    (c, ts)
-                })
+            Format::W3c => single_line(ex.header_values(TRACEPARENT))
+                .map(|v| (Format::W3c, v.and_then(formats::parse_traceparent))),
+            Format::B3 if ex.has_header(B3) => single_line(ex.header_values(B3)).map(|v| {
+                let parsed = v.and_then(formats::parse_b3);
+                (Format::B3, b3_context(parsed, &mut out.hint))
             }),
-            Format::B3 => ex.header(B3).map(|v| match formats::parse_b3(v) {
-                Ok(b3) => match b3.context() {
-                    Some(c) => Ok((c, String::new())),
-                    None => {
-                        hint = b3.sampled();
-                        Err(formats::Invalid("sampling only"))
-                    }
-                },
-                Err(e) => Err(e),
+            Format::B3 | Format::B3Multi => {
+                if multi_read || !B3_MULTI.iter().any(|h| ex.has_header(h)) {
+                    None
+                } else {
+                    multi_read = true;
+                    // The first line of each header ("the first value wins").
+                    let parsed = formats::parse_b3_multi(|n| ex.header(n));
+                    Some((Format::B3Multi, b3_context(parsed, &mut out.hint)))
+                }
+            }
+            Format::Jaeger => single_line(ex.header_values(JAEGER))
+                .map(|v| (Format::Jaeger, v.and_then(formats::parse_uber_trace_id))),
+            Format::GrpcTraceBin => single_line(ex.header_values(GRPC_TRACE_BIN)).map(|v| {
+                (
+                    Format::GrpcTraceBin,
+                    v.and_then(formats::parse_grpc_trace_bin),
+                )
             }),
-            Format::B3Multi => ex.header(B3_MULTI[0]).map(|_| {
-                formats::parse_b3_multi(|n| ex.header(n)).and_then(|b3| {
-                    b3.context()
-                        .map(|c| (c, String::new()))
-                        .ok_or(formats::Invalid("no trace id"))
-                })
-            }),
-            Format::Jaeger => ex
-                .header(JAEGER)
-                .map(|v| formats::parse_uber_trace_id(v).map(|c| (c, String::new()))),
-            Format::GrpcTraceBin => ex
-                .header(GRPC_TRACE_BIN)
-                .map(|v| formats::parse_grpc_trace_bin(v).map(|c| (c, String::new()))),
         };
         match parsed {
-            Some(Ok((context, trace_state))) => {
-                return (Some((*format, context, trace_state)), invalid, hint)
+            Some((read, Ok(context))) => {
+                // Only next to a valid traceparent: "If the vendor failed to parse traceparent,
+                // it MUST NOT attempt to parse tracestate".
+                if read == Format::W3c {
+                    out.trace_state = TraceState::parse_lines(ex.header_values(TRACESTATE));
+                }
+                out.found = Some((read, context));
+                return out;
             }
-            Some(Err(formats::Invalid("sampling only"))) => {}
-            Some(Err(_)) => invalid += 1,
-            None => {}
+            Some((_, Err(SAMPLING_ONLY))) | None => {}
+            Some((_, Err(_))) => out.invalid += 1,
         }
     }
-    (None, invalid, hint)
+    out
+}
+
+/// The context of a B3 value; a sampling decision alone becomes the hint for a new trace.
+fn b3_context(
+    parsed: Result<B3Value, Invalid>,
+    hint: &mut Option<bool>,
+) -> Result<SpanContext, Invalid> {
+    let b3 = parsed?;
+    match b3.context() {
+        Some(c) => Ok(c),
+        None => {
+            if hint.is_none() {
+                *hint = b3.sampled();
+            }
+            Err(SAMPLING_ONLY)
+        }
+    }
 }
 
 /// Removes the propagation headers of every format extracted or injected, so the upstream never
