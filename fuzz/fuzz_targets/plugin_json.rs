@@ -12,7 +12,7 @@ mod configs;
 use configs::*;
 use libfuzzer_sys::fuzz_target;
 use mesh_kit::config::parse_json;
-use mesh_kit::shared::MemoryStore;
+use mesh_kit::testing::TestHost;
 use mesh_kit::stage::Root;
 use std::rc::Rc;
 
@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     let roots = std::iter::once((mesh_filters::NAME, mesh_filters::factory as _))
         .chain(mesh_filters::STAGES.iter().map(|e| (e.name, e.single)));
     for (name, factory) in roots {
-        let mut root = Root::new(name, factory, Rc::new(MemoryStore::default()));
+        let mut root = Root::new(name, factory, Rc::new(TestHost::default()));
         if let Err(line) = root.configure(data) {
             assert!(line.starts_with(name), "{line}");
             assert!(!line.chars().any(char::is_control), "{line:?}");

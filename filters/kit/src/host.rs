@@ -1,6 +1,6 @@
 //! The narrow host trait: everything the stages ask of Envoy, so the same stage code runs in the
 //! proxy-wasm module ([`crate::wasm::Proxy`]), in the native dynamic module (`mesh-native`) and
-//! over an in-memory host in native tests ([`crate::shared::MemoryStore`]).
+//! over an in-memory host in native tests ([`crate::testing::TestHost`]).
 //!
 //! The trait speaks in the stages' terms, not in one ABI's: properties are a closed list
 //! ([`Property`]), metrics are named by stage, stat and label ([`MetricName`]) rather than by a

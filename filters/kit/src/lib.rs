@@ -40,6 +40,7 @@ pub mod reply;
 pub mod route;
 pub mod shared;
 pub mod stage;
+pub mod testing;
 pub mod values;
 pub mod wasm;
 pub mod window;

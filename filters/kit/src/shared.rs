@@ -7,8 +7,9 @@
 //! compare with, so keys are created with [`seed`] in `on_configure`, before traffic.
 //!
 //! ```
-//! # use mesh_kit::shared::{seed, update, MemoryStore};
-//! let store = MemoryStore::default();
+//! # use mesh_kit::shared::{seed, update};
+//! # use mesh_kit::testing::TestHost;
+//! let store = TestHost::default();
 //! seed(&store, "budget", &0u64.to_le_bytes());
 //! let new = update(&store, "budget", 8, |old| {
 //!     let n = old.and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0) + 1;
@@ -20,8 +21,6 @@
 use crate::host::{CasError, Host};
 use crate::stage::Exchange;
 use serde::Deserialize;
-use std::cell::RefCell;
-use std::collections::HashMap;
 
 /// What one piece of shared state (a breaker, a budget) covers: a route by name, or an upstream
 /// cluster, shared by every route to it.
@@ -112,139 +111,17 @@ pub fn update<T>(
     Err(UpdateError::Contended)
 }
 
-/// An in-memory store with Envoy's CAS semantics (the token changes on every write), for tests
-/// and examples. Besides the shared-data calls it serves [`MemoryStore::headers`] as the request
-/// headers and records request-header writes; the other calls are inert.
-#[derive(Default)]
-pub struct MemoryStore {
-    data: RefCell<HashMap<String, (Vec<u8>, u32)>>,
-    /// Writes to make fail with a mismatch before succeeding (simulates other workers).
-    pub conflicts: RefCell<u32>,
-    /// The request headers the host serves.
-    pub headers: Vec<(String, String)>,
-    /// Request-header writes in order: `(name, Some(value))` set, `(name, None)` removed.
-    pub header_writes: RefCell<Vec<(String, Option<String>)>>,
-    /// State of the deterministic random source (xorshift64*; 0 starts from a fixed seed).
-    pub random_state: std::cell::Cell<u64>,
-}
-
-impl MemoryStore {
-    /// A store whose host serves these request headers.
-    pub fn with_headers(headers: Vec<(String, String)>) -> MemoryStore {
-        MemoryStore {
-            headers,
-            ..MemoryStore::default()
-        }
-    }
-}
-
-impl Host for MemoryStore {
-    fn now(&self) -> std::time::SystemTime {
-        std::time::SystemTime::UNIX_EPOCH
-    }
-    /// Deterministic bytes (xorshift64*), so tests that draw ids repeat.
-    fn random(&self, out: &mut [u8]) {
-        let mut x = match self.random_state.get() {
-            0 => 0x9E37_79B9_7F4A_7C15,
-            s => s,
-        };
-        for chunk in out.chunks_mut(8) {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            let word = x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
-            for (b, w) in chunk.iter_mut().zip(word) {
-                *b = w;
-            }
-        }
-        self.random_state.set(x);
-    }
-    fn property(&self, _: crate::host::Property) -> Option<Vec<u8>> {
-        None
-    }
-    fn route_config(&self, _: &str) -> Result<Option<serde_json::Value>, String> {
-        Ok(None)
-    }
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.headers.clone()
-    }
-    fn set_request_header(&self, name: &str, value: Option<&str>) {
-        self.header_writes
-            .borrow_mut()
-            .push((name.to_string(), value.map(str::to_string)));
-    }
-    fn response_header(&self, _: &str) -> Option<String> {
-        None
-    }
-    fn set_response_header(&self, _: &str, _: Option<&str>) {}
-    fn response_trailer(&self, _: &str) -> Option<String> {
-        None
-    }
-    fn set_response_trailer(&self, _: &str, _: Option<&str>) {}
-    fn send_reply(&self, _: &crate::reply::Rendered) {}
-    fn define_metric(
-        &self,
-        _: crate::host::MetricKind,
-        _: &crate::host::MetricName<'_>,
-    ) -> Option<u32> {
-        None
-    }
-    fn increment_metric(&self, _: u32, _: i64) {}
-    fn record_metric(&self, _: u32, _: u64) {}
-    fn http_call(
-        &self,
-        _: &str,
-        _: &[(&str, &str)],
-        _: &[u8],
-        _: std::time::Duration,
-    ) -> Option<u32> {
-        None
-    }
-    fn http_call_status(&self) -> Option<u32> {
-        None
-    }
-    fn set_tick_period(&self, _: std::time::Duration) {}
-
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        match self.data.borrow().get(key) {
-            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
-            None => (None, None),
-        }
-    }
-
-    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasError> {
-        let mut data = self.data.borrow_mut();
-        let current = data.get(key).map(|(_, c)| *c);
-        if let (Some(want), Some(have)) = (cas, current) {
-            if want != have {
-                return Err(CasError::Mismatch);
-            }
-        }
-        let mut conflicts = self.conflicts.borrow_mut();
-        if *conflicts > 0 {
-            *conflicts -= 1;
-            // Another worker wrote: bump the token, keep the value.
-            if let Some(entry) = data.get_mut(key) {
-                entry.1 = entry.1.wrapping_add(1);
-            }
-            return Err(CasError::Mismatch);
-        }
-        let next = current.unwrap_or(0).wrapping_add(1);
-        data.insert(key.to_string(), (value.to_vec(), next));
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::TestHost;
 
     // On wasm32, #[test] here is wasm-bindgen-test's attribute, so these tests also run compiled to
     // wasm32 under Node.js: scripts/wasm-test.sh.
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    fn incr(store: &MemoryStore, tries: u32) -> Result<u64, UpdateError> {
+    fn incr(store: &TestHost, tries: u32) -> Result<u64, UpdateError> {
         update(store, "k", tries, |old| {
             let n = old
                 .and_then(|b| b.try_into().ok())
@@ -257,7 +134,7 @@ mod tests {
 
     #[test]
     fn seeding_twice_keeps_the_first_value() {
-        let s = MemoryStore::default();
+        let s = TestHost::default();
         assert!(seed(&s, "k", &[1]));
         assert!(seed(&s, "k", &[2]));
         assert_eq!(s.shared_get("k").0, Some(vec![1]));
@@ -265,24 +142,24 @@ mod tests {
 
     #[test]
     fn a_conflicting_write_is_retried_and_no_update_is_lost() {
-        let s = MemoryStore::default();
+        let s = TestHost::default();
         seed(&s, "k", &0u64.to_le_bytes());
-        *s.conflicts.borrow_mut() = 3;
+        s.conflicts.set(3);
         assert_eq!(incr(&s, 8), Ok(1));
         assert_eq!(incr(&s, 8), Ok(2));
     }
 
     #[test]
     fn updates_give_up_after_the_allowed_attempts() {
-        let s = MemoryStore::default();
+        let s = TestHost::default();
         seed(&s, "k", &0u64.to_le_bytes());
-        *s.conflicts.borrow_mut() = 10;
+        s.conflicts.set(10);
         assert_eq!(incr(&s, 4), Err(UpdateError::Contended));
     }
 
     #[test]
     fn a_stale_token_is_a_mismatch() {
-        let s = MemoryStore::default();
+        let s = TestHost::default();
         seed(&s, "k", &[0]);
         let (_, cas) = s.shared_get("k");
         s.shared_set("k", &[1], cas).unwrap();
@@ -291,7 +168,7 @@ mod tests {
 
     #[test]
     fn declining_to_change_writes_nothing() {
-        let s = MemoryStore::default();
+        let s = TestHost::default();
         seed(&s, "k", &[7]);
         assert_eq!(
             update(&s, "k", 3, |old| (None, old.map(<[u8]>::to_vec))),

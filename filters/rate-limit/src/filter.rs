@@ -20,8 +20,8 @@ use crate::key::ClientKey;
 use crate::table::{self, admit, Table};
 use mesh_kit::host::{Host, MetricKind, MetricName, Property};
 use mesh_kit::metrics::label_value;
-use mesh_kit::shared::Label;
 use mesh_kit::reply::{GrpcCode, Reply};
+use mesh_kit::shared::Label;
 use mesh_kit::stage::{Cx, Exchange, Flow, OnInvalid, Stage};
 use mesh_kit::values::format_duration;
 use mesh_spiffe_identity::id::{self, SpiffeId};
@@ -292,8 +292,7 @@ impl Census {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::Store;
-    use mesh_kit::proxy_wasm::traits::RootContext;
+    use crate::testing::{Store, StoreExt};
     use mesh_kit::reply::Rendered;
     use mesh_kit::stage::{single, Root};
     use std::rc::Rc;
@@ -308,7 +307,7 @@ mod tests {
     fn setup(config: &str) -> (Rc<Store>, Root) {
         let host = Rc::new(Store::default());
         host.now_us.set(T0);
-        host.set_property("xds.route_name", b"events");
+        host.set_text(mesh_kit::host::Property::RouteName, "events");
         let mut root = Root::new(RateLimit::NAME, single::<RateLimit>, host.clone());
         root.configure(config.as_bytes()).unwrap();
         (host, root)
@@ -328,14 +327,12 @@ mod tests {
     fn as_peer(host: &Store, id: Option<&str>) {
         match id {
             Some(id) => {
-                host.set_property("connection.mtls", &[1]);
-                host.set_property("connection.uri_san_peer_certificate", id.as_bytes());
+                host.set_property(mesh_kit::host::Property::Mtls, &[1]);
+                host.set_text(mesh_kit::host::Property::PeerUriSan, id);
             }
             None => {
-                host.set_property("connection.mtls", &[0]);
-                host.properties
-                    .borrow_mut()
-                    .remove("connection.uri_san_peer_certificate");
+                host.set_property(mesh_kit::host::Property::Mtls, &[0]);
+                host.clear_property(mesh_kit::host::Property::PeerUriSan);
             }
         }
     }
@@ -376,8 +373,8 @@ mod tests {
         assert_eq!(header(&fields, "ratelimit"), Some(r#""default";r=0;t=1"#));
         assert_eq!(
             (
-                host.metric("allowed", "events"),
-                host.metric("limited", "events")
+                host.stat("allowed", "events"),
+                host.stat("limited", "events")
             ),
             (3, 1)
         );
@@ -422,7 +419,7 @@ mod tests {
         assert!(request(&host, &root).0);
         assert!(request(&host, &root).0);
         assert!(!request(&host, &root).0, "the unkeyed bucket is empty");
-        assert_eq!(host.metric("unkeyed", "events"), 3);
+        assert_eq!(host.stat("unkeyed", "events"), 3);
         // With its own certificate and the victim's ID in the header: its own bucket.
         as_peer(&host, Some(ATTACKER));
         assert!(request(&host, &root).0);
@@ -462,8 +459,8 @@ mod tests {
             assert_eq!(client_key(&config, &mut ex).0, ClientKey::Unkeyed, "{bad}");
         }
         // No mTLS: the SAN property is not even trusted.
-        host.set_property("connection.mtls", &[0]);
-        host.set_property("connection.uri_san_peer_certificate", VICTIM.as_bytes());
+        host.set_property(mesh_kit::host::Property::Mtls, &[0]);
+        host.set_text(mesh_kit::host::Property::PeerUriSan, VICTIM);
         let mut ex = Exchange::new(host.clone());
         assert_eq!(client_key(&config, &mut ex).0, ClientKey::Unkeyed);
     }
@@ -495,9 +492,9 @@ mod tests {
         }
         assert_eq!(
             (
-                host.metric("allowed", "events"),
-                host.metric("audit_limited", "events"),
-                host.metric("limited", "events")
+                host.stat("allowed", "events"),
+                host.stat("audit_limited", "events"),
+                host.stat("limited", "events")
             ),
             (1, 3, 0)
         );
@@ -508,10 +505,10 @@ mod tests {
         // A new client must write its bucket; every write loses the compare-and-swap.
         let (host, root) = setup(r#"{"rate": 0.01, "burst": 1, "key": {"header": "x-c"}}"#);
         host.set_headers(&[("x-c", "new")]);
-        *host.memory.conflicts.borrow_mut() = 10_000;
+        host.conflicts.set(10_000);
         assert_eq!(request(&host, &root), (true, None));
-        assert_eq!(host.metric("state_error", "events"), 1);
-        assert_eq!(host.metric("allowed", "events"), 0);
+        assert_eq!(host.stat("state_error", "events"), 1);
+        assert_eq!(host.stat("allowed", "events"), 0);
     }
 
     #[test]
@@ -525,15 +522,16 @@ mod tests {
         let mut r = root.new_request();
         assert!(r.request_headers());
         let calls = host.take_calls();
-        let want: std::collections::BTreeMap<&str, u32> = [
+        let want: std::collections::BTreeMap<String, u32> = [
             ("request_headers", 1),
-            ("property", 1), // xds.route_name; the route metadata is cached
+            ("property xds.route_name", 1), // the route's configuration is cached
             ("now", 1),
             ("shared_get", 1),
             ("shared_set", 1),
             ("increment_metric", 1),
         ]
         .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
         .collect();
         assert_eq!(calls, want);
         r.response_headers();
@@ -546,23 +544,23 @@ mod tests {
 
     #[test]
     fn the_census_reports_the_buckets_that_have_not_refilled() {
-        let (host, mut root) =
+        let (host, root) =
             setup(r#"{"rate": 1, "burst": 2, "key": {"header": "x-c"}, "max_keys": 8}"#);
         for c in 0..20 {
             host.set_headers(&[("x-c", &format!("client-{c}"))]);
             assert!(request(&host, &root).0);
         }
-        assert!(host.metric("evicted", "events") >= 12);
+        assert!(host.stat("evicted", "events") >= 12);
         root.on_tick();
-        assert_eq!(host.metric("keys", "events"), 8);
-        assert!(host.keys.borrow().len() <= 8, "{:?}", host.keys.borrow());
+        assert_eq!(host.stat("keys", "events"), 8);
+        assert!(host.shared_keys().len() <= 8, "{:?}", host.shared_keys());
         // A second later every bucket has refilled; the census runs at most once a second.
         host.now_us.set(T0 + 999_999);
         root.on_tick();
-        assert_eq!(host.metric("keys", "events"), 8);
+        assert_eq!(host.stat("keys", "events"), 8);
         host.now_us.set(T0 + 1_000_000);
         root.on_tick();
-        assert_eq!(host.metric("keys", "events"), 0);
+        assert_eq!(host.stat("keys", "events"), 0);
     }
 
     #[test]

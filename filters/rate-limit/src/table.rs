@@ -26,10 +26,10 @@
 //! not in the table reads all of its probed slots before it writes.
 //!
 //! ```
-//! use mesh_kit::shared::MemoryStore;
+//! use mesh_kit::testing::TestHost;
 //! use mesh_rate_limit::bucket::{Decision, Limit};
 //! use mesh_rate_limit::table::{admit, Table};
-//! let store = MemoryStore::default();
+//! let store = TestHost::default();
 //! let table = Table::new("mesh.rate_limit:route:events", 1024);
 //! let limit = Limit::new(5_000_000, 2); // 5/s, burst 2
 //! let now = 1_700_000_000_000_000;
@@ -277,7 +277,7 @@ mod tests {
     use super::*;
     use crate::bucket::{MICRO, TOKEN};
     use crate::key::ClientKey;
-    use crate::testing::Store;
+    use crate::testing::{Store, StoreExt};
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
@@ -405,10 +405,10 @@ mod tests {
         let table = Table::new("t", 16);
         let limit = Limit::new(MICRO, 5);
         admit(&store, &table, key(1), &limit, T0).unwrap();
-        *store.memory.conflicts.borrow_mut() = 3;
+        store.conflicts.set(3);
         let a = admit(&store, &table, key(1), &limit, T0).unwrap();
         assert_eq!(a.decision, Decision::Allowed { remaining: 3 });
-        *store.memory.conflicts.borrow_mut() = CAS_TRIES;
+        store.conflicts.set(CAS_TRIES);
         assert_eq!(
             admit(&store, &table, key(1), &limit, T0),
             Err(UpdateError::Contended)
@@ -419,10 +419,7 @@ mod tests {
     fn an_unreadable_slot_is_free() {
         let store = Store::default();
         let table = Table::new("t", 1);
-        store
-            .memory
-            .shared_set(&table.slot_key(0), b"junk", None)
-            .unwrap();
+        store.shared_set(&table.slot_key(0), b"junk", None).unwrap();
         let a = admit(&store, &table, key(1), &limit1(), T0).unwrap();
         assert!(a.new_bucket && !a.evicted);
     }
@@ -465,7 +462,7 @@ mod tests {
                 if a.evicted { evictions += 1; }
             }
             let allowed_keys: BTreeSet<String> = (0..slots).map(|i| table.slot_key(i)).collect();
-            prop_assert!(store.keys.borrow().is_subset(&allowed_keys));
+            prop_assert!(store.shared_keys().into_iter().collect::<std::collections::BTreeSet<_>>().is_subset(&allowed_keys));
             prop_assert!(evictions <= per.values().map(|e| e.1).sum::<u64>());
             for (client, (n, new_buckets, first)) in per {
                 // The guarantee: burst + rate × time, plus one burst per new bucket after the first.

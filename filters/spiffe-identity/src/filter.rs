@@ -454,10 +454,10 @@ mod tests {
             ("{}", "x-spiffe-id"),
             (r#"{"forward_header": "x-client-id"}"#, "x-client-id"),
         ] {
-            let host = std::rc::Rc::new(mesh_kit::shared::MemoryStore::with_headers(vec![
-                (":path".into(), "/x".into()),
-                (header.into(), ADMIN.into()),
-                (header.into(), LEARNER.into()),
+            let host = std::rc::Rc::new(mesh_kit::testing::TestHost::with_headers(&[
+                (":path", "/x"),
+                (header, ADMIN),
+                (header, LEARNER),
             ]));
             let mut ex = Exchange::new(host.clone());
             ex.load_request();

@@ -63,11 +63,11 @@ mod entry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_kit::shared::MemoryStore;
+    use mesh_kit::testing::TestHost;
     use serde_json::json;
 
     fn names(json: Value) -> Result<Vec<&'static str>, String> {
-        factory(&json, &MemoryStore::default())
+        factory(&json, &TestHost::default())
             .map(|stages| stages.iter().map(|b| b.stage.name()).collect())
             .map_err(|e| e.line(NAME))
     }

@@ -44,6 +44,20 @@
 //! **Whitespace.** Leading and trailing SP and HTAB are not part of an HTTP field value
 //! (RFC 9110 §5.5); every parser ignores them, and nothing else is trimmed.
 //!
+//! **Repeated headers.** A request may carry a header in several field lines (Envoy hands each
+//! line to the filter as its own entry, in order). RFC 9110 §5.3 allows that only for fields
+//! whose value is a comma-separated list, and a recipient may then combine the lines, in order,
+//! into one value joined with `,`:
+//!
+//! - `tracestate` and `baggage` are lists: every line is read, and the lines are one list
+//!   ([`TraceState::parse_lines`], [`baggage::limit_baggage_lines`]);
+//! - `traceparent`, `b3`, `uber-trace-id` and `grpc-trace-bin` are not: two lines are two
+//!   contexts, which cannot both be right, and combined they parse as none, so a repeated one is
+//!   invalid ([`single_line`]), as the W3C test suite expects of `traceparent`
+//!   ("traceparent duplicated": a new trace);
+//! - the `X-B3-*` headers: "When extracting state headers, the first value wins" (B3, "Multiple
+//!   Headers"), so only the first line of each is read.
+//!
 //! ```
 //! use mesh_trace_propagation::formats::{self, Sampling};
 //! let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -73,10 +87,30 @@ pub mod jaeger;
 pub mod w3c;
 
 pub use b3::{format_b3, format_b3_multi, parse_b3, parse_b3_multi, B3};
-pub use baggage::{limit_baggage, MAX_BAGGAGE_BYTES, MAX_BAGGAGE_MEMBERS};
+pub use baggage::{limit_baggage, limit_baggage_lines, MAX_BAGGAGE_BYTES, MAX_BAGGAGE_MEMBERS};
 pub use grpc_bin::{format_grpc_trace_bin, parse_grpc_trace_bin};
 pub use jaeger::{format_uber_trace_id, parse_uber_trace_id};
 pub use w3c::{format_traceparent, parse_traceparent, TraceState, MAX_TRACESTATE_MEMBERS};
+
+/// The one field line of a header whose value is not a list: `None` when the request has none,
+/// [`Invalid`] when it has several (see "Repeated headers" above).
+///
+/// ```
+/// use mesh_trace_propagation::formats::{single_line, Invalid};
+/// assert_eq!(single_line([]), None);
+/// assert_eq!(single_line(["a"]), Some(Ok("a")));
+/// assert_eq!(single_line(["a", "a"]), Some(Err(Invalid("the header is repeated"))));
+/// ```
+pub fn single_line<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+) -> Option<Result<&'a str, Invalid>> {
+    let mut lines = lines.into_iter();
+    let first = lines.next()?;
+    match lines.next() {
+        None => Some(Ok(first)),
+        Some(_) => Some(Err(Invalid("the header is repeated"))),
+    }
+}
 
 /// A 128-bit trace id, as bytes in wire order (the first byte is the left-most hex pair).
 /// All zeros is the invalid id of every format.

@@ -11,7 +11,7 @@ use mesh_filters::STAGES;
 use mesh_kit::config::{parse_json, ConfigError};
 use mesh_kit::registry::find;
 use mesh_kit::route::merge;
-use mesh_kit::shared::MemoryStore;
+use mesh_kit::testing::TestHost;
 use serde_json::Value;
 use std::fmt::Write as _;
 
@@ -186,7 +186,7 @@ fn mesh_filters(list: Option<&Value>, report: &mut Report) -> Vec<Filter> {
                 vec![(stage.name, json)]
             }
             None => {
-                if let Err(e) = mesh_filters::factory(&json, &MemoryStore::default()) {
+                if let Err(e) = mesh_filters::factory(&json, &TestHost::default()) {
                     report
                         .errors
                         .push(format!("filter {name:?}: {}", e.line(root_id)));

@@ -12,7 +12,7 @@
 )]
 
 use mesh_kit::config::{from_value, ConfigError};
-use mesh_kit::shared::MemoryStore;
+use mesh_kit::testing::TestHost;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -497,7 +497,7 @@ fn plugin_configs_are_the_demos_and_the_filters_accept_them() {
                     );
                     assert!(value.is_object(), "{doc}: section {key} must be a mapping");
                 }
-                let slots = mesh_filters::factory(&config, &MemoryStore::default())
+                let slots = mesh_filters::factory(&config, &TestHost::default())
                     .unwrap_or_else(|e| panic!("{doc}: {}", e.line("mesh")));
                 assert_eq!(slots.len(), sections.len(), "{doc}: stages built");
                 assert_eq!(config, demo, "{doc}: not the demo's suite configuration");

@@ -5,8 +5,10 @@
 //! [`limit_baggage`] decides what is forwarded:
 //!
 //! - the value is a list of `list-member`s separated by `,`; SP and HTAB around a member are
-//!   ignored, so several `baggage` header fields joined with `,` are one list, and the limits
-//!   apply to them combined;
+//!   ignored. "Multiple baggage headers are allowed. Values can be combined in a single header
+//!   according to RFC 7230": [`limit_baggage_lines`] reads every field line, in order, as one
+//!   list, the limits apply to them combined, and the result is one value (the filter writes it
+//!   as one field when the request had several);
 //! - a member is `key OWS "=" OWS value *( OWS ";" OWS property )`, a property is
 //!   `key OWS "=" OWS value` or `key OWS`; a key is an RFC 9110 `token`, a value is zero or more
 //!   `baggage-octet`s (`%x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E`: printable ASCII except
@@ -38,12 +40,18 @@ pub const MAX_BAGGAGE_BYTES: usize = 8192;
 /// The `baggage` value to forward, and how many members were dropped (malformed ones and those
 /// beyond the limits). The result is empty when nothing is kept: send no header then.
 pub fn limit_baggage(value: &str) -> (String, u32) {
+    limit_baggage_lines([value])
+}
+
+/// [`limit_baggage`] over every `baggage` field line of a request, in order, as one list: the
+/// same as the lines joined with `,`.
+pub fn limit_baggage_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> (String, u32) {
     let max_members = usize::try_from(MAX_BAGGAGE_MEMBERS).unwrap_or(usize::MAX);
     let mut out = String::new();
     let mut kept = 0usize;
     let mut dropped = 0u32;
     let mut full = false;
-    for raw in value.split(',') {
+    for raw in lines.into_iter().flat_map(|line| line.split(',')) {
         let member = trim_ows(raw);
         if member.is_empty() {
             continue;
@@ -186,6 +194,36 @@ mod tests {
     }
 
     #[test]
+    fn several_lines_are_one_list_and_the_limits_apply_to_them_combined() {
+        assert_eq!(
+            limit_baggage_lines(["userId=alice", "serverNode=DF%2028,isProduction=false"]),
+            (
+                "userId=alice,serverNode=DF%2028,isProduction=false".to_string(),
+                0
+            )
+        );
+        assert_eq!(
+            limit_baggage_lines(["", "a=1", " "]),
+            ("a=1".to_string(), 0)
+        );
+        // 40 + 40 members on two lines: 64 pass, the last 16 are dropped whole.
+        let members: Vec<String> = (0..80).map(|i| format!("k{i}=v{i}")).collect();
+        let (out, dropped) = limit_baggage_lines(
+            [members[..40].join(","), members[40..].join(",")]
+                .iter()
+                .map(String::as_str),
+        );
+        assert_eq!((out, dropped), (members[..64].join(","), 16));
+        // Two lines of 5000 bytes: the second does not fit in 8192.
+        let a = format!("a={}", "x".repeat(4998));
+        let b = format!("b={}", "y".repeat(4998));
+        assert_eq!(
+            limit_baggage_lines([a.as_str(), b.as_str()]),
+            (a.clone(), 1)
+        );
+    }
+
+    #[test]
     fn empty_members_are_skipped_without_counting() {
         assert_eq!(limit_baggage(""), (String::new(), 0));
         assert_eq!(limit_baggage(" , ,\t"), (String::new(), 0));
@@ -250,8 +288,20 @@ mod tests {
 
     proptest! {
         #[test]
-        fn limit_baggage_never_panics(s in any::<String>()) {
+        fn limit_baggage_never_panics(s in any::<String>(), t in any::<String>()) {
             let _ = limit_baggage(&s);
+            let _ = limit_baggage_lines([s.as_str(), t.as_str()]);
+        }
+
+        #[test]
+        fn lines_limit_as_their_values_joined_with_commas(
+            lines in proptest::collection::vec(proptest::collection::vec(member(), 0..30), 0..5),
+        ) {
+            let lines: Vec<String> = lines.iter().map(|l| l.join(",")).collect();
+            prop_assert_eq!(
+                limit_baggage_lines(lines.iter().map(String::as_str)),
+                limit_baggage(&lines.join(","))
+            );
         }
 
         #[test]

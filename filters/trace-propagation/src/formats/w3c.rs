@@ -27,34 +27,49 @@
 //!
 //! `tracestate` ([`TraceState`]):
 //!
-//! - a list of members separated by `,`; SP and HTAB around a member are ignored, and empty
-//!   members are allowed and skipped ("Empty and whitespace-only list members are allowed"), so
-//!   several `tracestate` header fields joined with `,` parse as one list (RFC 9110 §5.3);
+//! - "Multiple tracestate header fields MUST be handled as specified by RFC7230 Section 3.2.2
+//!   Field Order" and "When receiving multiple tracestate header fields, they MUST be combined
+//!   into a single header": [`TraceState::parse_lines`] reads every field line, in order, as one
+//!   list (`foo=1,bar=2` + `rojo=1,congo=2` + `baz=3` is five members). The filter writes the
+//!   list back as one field ("SHOULD be sent as a single field when possible");
+//! - a list of members separated by `,`; SP and HTAB around a member are ignored ("Spaces and
+//!   horizontal tabs surrounding list-members are ignored"), and empty members are skipped
+//!   ("Empty and whitespace-only list members are allowed"), so an empty field line next to a
+//!   valid one changes nothing and an empty header is a valid empty list ("Vendors MUST accept
+//!   empty tracestate headers but SHOULD avoid sending them": the filter then sends none);
 //! - a member is `key "=" value`, split at the first `=`;
-//! - the key follows the Level 1 Recommendation's grammar ("Key"): a `simple-key` of 1 to
-//!   256 characters, `lcalpha` then `lcalpha / DIGIT / "_" / "-" / "*" / "/"`; or a
-//!   `multi-tenant-key` `tenant-id "@" system-id`, the tenant 1 to 241 characters starting with
-//!   `lcalpha / DIGIT`, the system 1 to 14 starting with `lcalpha`. Level 2 drafts relax this to
-//!   any `@` anywhere and a leading digit in every key; this module keeps the Level 1 grammar,
-//!   which the W3C test suite's strict level and the OpenTelemetry SDKs check, so a header the
-//!   filter forwards is one they accept;
-//! - the value is 1 to 256 printable ASCII characters (`0x20-0x7E`) other than `,` and `=`, and
-//!   does not end with a space; leading spaces are part of the value;
-//! - a member that breaks these rules, or a key that appears twice ("Only one entry per key is
-//!   allowed"), makes the whole header invalid, as the W3C test suite expects. The filter must not
-//!   parse `tracestate` when `traceparent` was invalid ("Tracestate Header": "it MUST NOT attempt
-//!   to parse `tracestate`").
+//! - the key follows the Level 2 grammar ("Key"): `key = ( lcalpha / DIGIT ) 0*255 ( keychar )`,
+//!   `keychar = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"`: 1 to 256 characters starting
+//!   with `a-z` or `0-9`, `@` allowed anywhere after the first character. So `tenant@system`,
+//!   `foo@`, `foo@@bar` and `foo@bar@baz` are keys and `@foo` is not, as the W3C test suite
+//!   checks since it follows the Level 2 grammar (w3c/trace-context#584). The Level 1
+//!   multi-tenant form (tenant of at most 241, system of at most 14 characters) is a subset;
+//! - the value ("Value"): 1 to 256 printable ASCII characters (`0x20-0x7E`) other than `,` and
+//!   `=`, not ending with a space; leading spaces are part of the value ("all leading spaces
+//!   MUST be preserved as part of the value"), trailing ones are optional whitespace;
+//! - a member that breaks these rules is dropped and the valid ones are kept ("Invalid
+//!   tracestate entries MAY also be discarded", from the processing model, which also allows
+//!   discarding the whole header: the W3C test suite's strict level expects that; keeping the
+//!   valid members loses less of other vendors' state);
+//! - "Only one entry per key is allowed": a member whose key an earlier member has is dropped.
+//!   The left-most is kept: it is the most recent position ("Modified keys MUST be moved to the
+//!   beginning (left) of the list");
+//! - "There can be a maximum of 32 list-members in a list" (`list = list-member 0*31( OWS ","
+//!   OWS list-member )`): more than 32 members (once the above are dropped) is not a
+//!   `tracestate` list, and is dropped whole, as the W3C test suite expects; exactly 32 pass
+//!   whole, however many field lines they came in;
+//! - nothing else is limited: at most 32 members of at most 256 + 1 + 256 characters are
+//!   propagated whole ("Vendors SHOULD propagate at least 512 characters of a combined header"),
+//!   so the filter never truncates for size and the truncation order of "tracestate Limits"
+//!   (entries over 128 characters first) never applies;
+//! - order: kept members keep their order ("the order of unmodified key/value pairs MUST be
+//!   preserved"), and the filter adds, updates or moves none (it has no entry of its own).
 //!
-//! Limits ([`TraceState::limited`]): at most [`MAX_TRACESTATE_MEMBERS`] (32) members.
-//! [`TraceState::parse`] accepts more and [`TraceState::limited`] truncates, in whole entries
-//! ("tracestate Limits": "the vendor MUST truncate whole entries"): first entries longer than 128
-//! characters, right-most first, then entries from the end, removing only as many as needed. (The
-//! test suite's strict level discards a 33-member header instead; truncating keeps the left-most,
-//! most recent members.) No length limit is applied beyond that: "tracestate Limits" asks to
-//! propagate at least 512 characters, and 32 members of at most 256 + 1 + 256 characters is bounded
-//! anyway.
+//! The filter does not parse `tracestate` when `traceparent` was invalid ("If the vendor failed
+//! to parse `traceparent`, it MUST NOT attempt to parse `tracestate`"), and a `tracestate` it
+//! drops members from never makes `traceparent` invalid ("failure to parse `tracestate` MUST NOT
+//! affect the parsing of `traceparent`").
 
-use std::collections::BTreeSet;
 use std::fmt;
 
 use super::{
@@ -69,10 +84,12 @@ pub const TRACESTATE_HEADER: &str = "tracestate";
 pub const FLAG_SAMPLED: u8 = 0x01;
 /// trace-flags bit (Level 2): the right-most 7 bytes of the trace-id are random.
 pub const FLAG_RANDOM: u8 = 0x02;
-/// The most `tracestate` members propagated.
+/// The most members a `tracestate` list has; a longer one is dropped whole.
 pub const MAX_TRACESTATE_MEMBERS: u32 = 32;
-/// Entries longer than this are the first removed when `tracestate` is truncated.
-pub const TRACESTATE_LONG_ENTRY: usize = 128;
+/// The longest key of a `tracestate` member.
+pub const MAX_TRACESTATE_KEY: usize = 256;
+/// The longest value of a `tracestate` member.
+pub const MAX_TRACESTATE_VALUE: usize = 256;
 
 /// Length of a version-00 `traceparent`, and the length of the part read in higher versions.
 const TRACEPARENT_LEN: usize = 55;
@@ -156,38 +173,57 @@ pub fn format_traceparent(c: &SpanContext) -> String {
     out
 }
 
-/// A valid `tracestate` list, members in order (left-most first), keys unique.
+/// A `tracestate` list as the filter propagates it: valid members only, in order (left-most
+/// first), keys unique, at most [`MAX_TRACESTATE_MEMBERS`]; and how many members were left out.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TraceState {
     members: Vec<(String, String)>,
+    dropped: u32,
 }
 
 impl TraceState {
-    /// Reads a `tracestate` value (several header fields joined with `,` included). An empty or
-    /// whitespace-only value is a valid empty list. See the module documentation for the rules.
-    pub fn parse(value: &str) -> Result<TraceState, Invalid> {
-        let mut members = Vec::new();
-        let mut keys = BTreeSet::new();
-        for raw in value.split(',') {
+    /// Reads one `tracestate` value. Same as [`TraceState::parse_lines`] with one line.
+    pub fn parse(value: &str) -> TraceState {
+        TraceState::parse_lines([value])
+    }
+
+    /// Reads every `tracestate` field line of a request, in order, as one list. Never fails:
+    /// invalid members and repeated keys are dropped, and a list of more than 32 members is
+    /// dropped whole (the result is then empty); [`TraceState::dropped`] counts what was left
+    /// out. See the module documentation for the rules.
+    pub fn parse_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> TraceState {
+        let max = usize::try_from(MAX_TRACESTATE_MEMBERS).unwrap_or(usize::MAX);
+        let mut members: Vec<(String, String)> = Vec::new();
+        let mut dropped = 0u32;
+        let mut over = false;
+        for raw in lines.into_iter().flat_map(|line| line.split(',')) {
             let member = trim_ows(raw);
             if member.is_empty() {
                 continue;
             }
-            let (key, value) = member
+            if over {
+                // The list is dropped whole: only the count matters now (and the work stays
+                // linear in the header, whatever its length).
+                dropped = dropped.saturating_add(1);
+                continue;
+            }
+            let valid = member
                 .split_once('=')
-                .ok_or(Invalid("a member has no '='"))?;
-            if !is_key(key.as_bytes()) {
-                return Err(Invalid("a key is not a valid tracestate key"));
+                .filter(|(k, v)| is_key(k.as_bytes()) && is_value(v.as_bytes()));
+            match valid {
+                Some((k, v)) if !members.iter().any(|(have, _)| have == k) => {
+                    members.push((k.to_string(), v.to_string()));
+                    over = members.len() > max;
+                }
+                _ => dropped = dropped.saturating_add(1),
             }
-            if !is_value(value.as_bytes()) {
-                return Err(Invalid("a value is not a valid tracestate value"));
-            }
-            if !keys.insert(key) {
-                return Err(Invalid("a key appears twice"));
-            }
-            members.push((key.to_string(), value.to_string()));
         }
-        Ok(TraceState { members })
+        if over {
+            let n = u32::try_from(members.len()).unwrap_or(u32::MAX);
+            dropped = dropped.saturating_add(n);
+            members.clear();
+        }
+        TraceState { members, dropped }
     }
 
     /// Number of members.
@@ -195,10 +231,15 @@ impl TraceState {
         self.members.len()
     }
 
-    /// No members: the filter should then send no `tracestate` at all ("Vendors … SHOULD avoid
-    /// sending them").
+    /// No members: the filter then sends no `tracestate` at all ("Vendors MUST accept empty
+    /// tracestate headers but SHOULD avoid sending them").
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
+    }
+
+    /// Members left out: invalid ones, repeated keys, or all of a list over 32 members.
+    pub fn dropped(&self) -> u32 {
+        self.dropped
     }
 
     /// The members as `(key, value)`, left-most first.
@@ -210,53 +251,10 @@ impl TraceState {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
-
-    /// The header value to propagate, within [`MAX_TRACESTATE_MEMBERS`], and how many members
-    /// were removed. Whole entries only: first those longer than [`TRACESTATE_LONG_ENTRY`]
-    /// characters (right-most first), then from the end, as many as needed.
-    pub fn limited(&self) -> (String, u32) {
-        let max = usize::try_from(MAX_TRACESTATE_MEMBERS).unwrap_or(usize::MAX);
-        let mut excess = self.members.len().saturating_sub(max);
-        let mut keep = vec![true; self.members.len()];
-        let long = |(k, v): &(String, String)| k.len() + 1 + v.len() > TRACESTATE_LONG_ENTRY;
-        for (kept, member) in keep.iter_mut().zip(&self.members).rev() {
-            if excess == 0 {
-                break;
-            }
-            if long(member) {
-                *kept = false;
-                excess -= 1;
-            }
-        }
-        for kept in keep.iter_mut().rev() {
-            if excess == 0 {
-                break;
-            }
-            if *kept {
-                *kept = false;
-                excess -= 1;
-            }
-        }
-        let mut out = String::new();
-        let mut dropped = 0u32;
-        for (kept, (k, v)) in keep.iter().zip(&self.members) {
-            if !kept {
-                dropped = dropped.saturating_add(1);
-                continue;
-            }
-            if !out.is_empty() {
-                out.push(',');
-            }
-            out.push_str(k);
-            out.push('=');
-            out.push_str(v);
-        }
-        (out, dropped)
-    }
 }
 
 impl fmt::Display for TraceState {
-    /// All members, `key=value` joined with `,` (no limit applied: see [`TraceState::limited`]).
+    /// The header value: `key=value` members joined with `,`, no whitespace.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, (k, v)) in self.iter().enumerate() {
             if i > 0 {
@@ -268,32 +266,21 @@ impl fmt::Display for TraceState {
     }
 }
 
-/// `lcalpha / DIGIT / "_" / "-" / "*" / "/"`.
-fn is_key_char(c: u8) -> bool {
-    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-' | b'*' | b'/')
-}
-
-/// `first` then `0..=max_rest` of [`is_key_char`].
-fn is_key_part(s: &[u8], first: impl Fn(u8) -> bool, max_len: usize) -> bool {
-    match s.split_first() {
-        Some((&c, rest)) => first(c) && s.len() <= max_len && rest.iter().all(|&c| is_key_char(c)),
-        None => false,
-    }
-}
-
-/// Level 1 `key = simple-key / multi-tenant-key`.
+/// Level 2 `key = ( lcalpha / DIGIT ) 0*255 ( keychar )`,
+/// `keychar = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"`.
 fn is_key(key: &[u8]) -> bool {
-    match key.iter().position(|&c| c == b'@') {
-        None => is_key_part(key, |c| c.is_ascii_lowercase(), 256),
-        Some(at) => {
-            let (tenant, system) = key.split_at(at);
-            let system = system.get(1..).unwrap_or_default();
-            is_key_part(
-                tenant,
-                |c| c.is_ascii_lowercase() || c.is_ascii_digit(),
-                241,
-            ) && is_key_part(system, |c| c.is_ascii_lowercase(), 14)
+    let keychar = |c: u8| {
+        c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(c, b'_' | b'-' | b'*' | b'/' | b'@')
+    };
+    match key.split_first() {
+        Some((&first, rest)) => {
+            (first.is_ascii_lowercase() || first.is_ascii_digit())
+                && key.len() <= MAX_TRACESTATE_KEY
+                && rest.iter().all(|&c| keychar(c))
         }
+        None => false,
     }
 }
 
@@ -302,7 +289,9 @@ fn is_key(key: &[u8]) -> bool {
 fn is_value(value: &[u8]) -> bool {
     let chr = |c: u8| matches!(c, 0x20..=0x2b | 0x2d..=0x3c | 0x3e..=0x7e);
     match value.last() {
-        Some(&last) => last != b' ' && value.len() <= 256 && value.iter().all(|&c| chr(c)),
+        Some(&last) => {
+            last != b' ' && value.len() <= MAX_TRACESTATE_VALUE && value.iter().all(|&c| chr(c))
+        }
         None => false,
     }
 }
@@ -558,7 +547,7 @@ mod tests {
 
     #[test]
     fn tracestate_reads_the_spec_examples() {
-        let ts = TraceState::parse("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE").unwrap();
+        let ts = TraceState::parse("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
         assert_eq!(
             ts.iter().collect::<Vec<_>>(),
             [("rojo", "00f067aa0ba902b7"), ("congo", "t61rcWkgMzE")]
@@ -566,148 +555,208 @@ mod tests {
         assert_eq!(ts.get("congo"), Some("t61rcWkgMzE"));
         assert_eq!(ts.get("nope"), None);
         assert_eq!(ts.to_string(), "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
-        assert_eq!(
-            ts.limited(),
-            ("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE".to_string(), 0)
-        );
+        assert_eq!(ts.dropped(), 0);
     }
 
     #[test]
-    fn tracestate_accepts_spaces_empty_members_and_joined_headers() {
-        let ts = TraceState::parse("foo=1 \t , \t bar=2, \t baz=3").unwrap();
+    fn tracestate_lines_combine_into_one_list_in_order() {
+        let ts = TraceState::parse_lines(["foo=1,bar=2", "rojo=1,congo=2", "baz=3"]);
+        assert_eq!(ts.to_string(), "foo=1,bar=2,rojo=1,congo=2,baz=3");
+        assert_eq!(ts.dropped(), 0);
+        // An empty line next to a valid one adds nothing, wherever it is.
+        for lines in [
+            ["foo=1", ""],
+            ["", "foo=1"],
+            [" \t", "foo=1"],
+            ["foo=1", ","],
+        ] {
+            let ts = TraceState::parse_lines(lines);
+            assert_eq!(
+                (ts.to_string(), ts.dropped()),
+                ("foo=1".into(), 0),
+                "{lines:?}"
+            );
+        }
+        assert!(TraceState::parse_lines([]).is_empty());
+        assert!(TraceState::parse_lines(["", ""]).is_empty());
+        // A member does not span lines: `foo` and `=1` are two bad members.
+        let ts = TraceState::parse_lines(["foo", "=1"]);
+        assert_eq!((ts.len(), ts.dropped()), (0, 2));
+    }
+
+    #[test]
+    fn tracestate_accepts_spaces_and_empty_members() {
+        let ts = TraceState::parse("foo=1 \t , \t bar=2, \t baz=3");
         assert_eq!(ts.to_string(), "foo=1,bar=2,baz=3");
-        let ts = TraceState::parse("foo=1\t \t,\t \tbar=2,\t \tbaz=3").unwrap();
+        let ts = TraceState::parse("foo=1\t \t,\t \tbar=2,\t \tbaz=3");
         assert_eq!(ts.len(), 3);
         for empty in ["", " ", "\t", ",", " , ,\t,"] {
-            assert!(TraceState::parse(empty).unwrap().is_empty(), "{empty:?}");
+            let ts = TraceState::parse(empty);
+            assert!(ts.is_empty() && ts.dropped() == 0, "{empty:?}");
         }
-        let ts = TraceState::parse("foo=1,bar=2,,rojo=1,congo=2, ,baz=3").unwrap();
+        let ts = TraceState::parse("foo=1,bar=2,,rojo=1,congo=2, ,baz=3");
         assert_eq!(ts.to_string(), "foo=1,bar=2,rojo=1,congo=2,baz=3");
         // Leading spaces belong to the value; trailing ones are optional whitespace.
-        let ts = TraceState::parse("foo=  1  ").unwrap();
-        assert_eq!(ts.get("foo"), Some("  1"));
+        assert_eq!(TraceState::parse("foo=  1  ").get("foo"), Some("  1"));
+        for ows in [" foo=1", "\tfoo=1", "foo=1 ", "foo=1\t", "\t foo=1 \t"] {
+            assert_eq!(TraceState::parse(ows).to_string(), "foo=1", "{ows:?}");
+        }
     }
 
     #[test]
-    fn tracestate_accepts_every_allowed_character_and_tenant_keys() {
+    fn tracestate_accepts_every_allowed_character() {
         let key = "abcdefghijklmnopqrstuvwxyz0123456789_-*/";
         let value: String = (0x20u8..=0x7e)
             .filter(|c| *c != b',' && *c != b'=')
             .map(char::from)
             .collect();
-        let with_vendor = format!("{key}@a-z0-9_-*/");
-        for k in [
-            key.to_string(),
-            with_vendor,
-            "0tenant@system".into(),
-            "t@s".into(),
-        ] {
-            let ts = TraceState::parse(&format!("{k}={value}")).unwrap();
+        for k in [key.to_string(), format!("{key}@a-z0-9_-*/")] {
+            let ts = TraceState::parse(&format!("{k}={value}"));
             assert_eq!(ts.get(&k), Some(value.as_str()), "{k:?}");
         }
-        // Key length limits: 256 simple; tenant 241 and system 14.
-        assert!(TraceState::parse(&format!("{}=1", "z".repeat(256))).is_ok());
-        assert!(TraceState::parse(&format!("{}@{}=1", "t".repeat(241), "v".repeat(14))).is_ok());
         // Value length limit: 256.
-        assert!(TraceState::parse(&format!("k={}", "v".repeat(256))).is_ok());
+        let v256 = "v".repeat(256);
+        assert_eq!(
+            TraceState::parse(&format!("k={v256}")).get("k"),
+            Some(v256.as_str())
+        );
+        let ts = TraceState::parse(&format!("k={v256}v,foo=1"));
+        assert_eq!((ts.to_string(), ts.dropped()), ("foo=1".into(), 1));
     }
 
     #[test]
-    fn tracestate_refuses_bad_members_and_duplicate_keys() {
+    fn tracestate_keys_follow_the_level_2_grammar() {
+        // `( lcalpha / DIGIT ) 0*255 ( keychar )`, `@` a key character after the first.
+        for key in [
+            "foo".to_string(),
+            "0tenant@system".into(),
+            "tenant@system".into(),
+            "t@s".into(),
+            "1foo".into(),
+            "foo@".into(),
+            "foo@@bar".into(),
+            "foo@bar@baz".into(),
+            "foo@1bar".into(),
+            "z".repeat(256),
+            format!("{}@{}", "t".repeat(241), "v".repeat(14)),
+            format!("{}@v", "t".repeat(242)),
+            format!("t@{}", "v".repeat(15)),
+        ] {
+            let ts = TraceState::parse(&format!("{key}=1,bar=2"));
+            assert_eq!(
+                (ts.get(&key), ts.get("bar"), ts.dropped()),
+                (Some("1"), Some("2"), 0),
+                "{key:?}"
+            );
+        }
+        for key in [
+            "".to_string(),
+            "@foo".into(),
+            "_foo".into(),
+            "*foo".into(),
+            "FOO".into(),
+            "fOo".into(),
+            "foo bar".into(),
+            "foo.bar".into(),
+            "fooé".into(),
+            "z".repeat(257),
+            format!("{}@v", "t".repeat(255)),
+        ] {
+            let ts = TraceState::parse(&format!("{key}=1,bar=2"));
+            assert_eq!(
+                (ts.to_string(), ts.dropped()),
+                ("bar=2".to_string(), 1),
+                "{key:?}: the bad member goes, the valid one stays"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_members_are_dropped_and_the_valid_ones_kept_in_order() {
         for bad in [
             "foo =1",
             "FOO=1",
             "foo.bar=1",
-            "1foo=1",
             "_foo=1",
-            "foo@=1,bar=2",
-            "@foo=1,bar=2",
-            "foo@@bar=1,bar=2",
-            "foo@bar@baz=1,bar=2",
-            "foo@1bar=1",
+            "@foo=1",
             "foo=bar=baz",
-            "foo=,bar=3",
+            "foo=",
             "foo",
             "=1",
             "foo=1\tx",
             "foo=é",
-            "foo=1,foo=1",
-            "foo=1,foo=2",
-            "foo=1 , bar=2, foo=3",
+            "foo=1\u{b}",
         ] {
-            assert!(TraceState::parse(bad).is_err(), "{bad:?}");
+            let ts = TraceState::parse(&format!("a=1,{bad},z=2"));
+            assert_eq!(
+                (ts.to_string(), ts.dropped()),
+                ("a=1,z=2".to_string(), 1),
+                "{bad:?}"
+            );
         }
-        assert_eq!(
-            TraceState::parse("foo=1,foo=2"),
-            Err(Invalid("a key appears twice"))
-        );
-        assert!(TraceState::parse(&format!("{}=1", "z".repeat(257))).is_err());
-        assert!(TraceState::parse(&format!("{}@v=1", "t".repeat(242))).is_err());
-        assert!(TraceState::parse(&format!("t@{}=1", "v".repeat(15))).is_err());
-        assert!(TraceState::parse(&format!("k={}", "v".repeat(257))).is_err());
+        // `foo=,bar=3`: the empty value goes, bar stays.
+        assert_eq!(TraceState::parse("foo=,bar=3").to_string(), "bar=3");
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_left_most_entry() {
+        for (lines, want) in [
+            (vec!["foo=1,foo=1"], "foo=1"),
+            (vec!["foo=1,foo=2"], "foo=1"),
+            (vec!["foo=1", "foo=1"], "foo=1"),
+            (vec!["foo=1", "foo=2"], "foo=1"),
+            (vec!["foo=1 , bar=2, foo=3"], "foo=1,bar=2"),
+        ] {
+            let ts = TraceState::parse_lines(lines.iter().copied());
+            assert_eq!(ts.to_string(), want, "{lines:?}");
+            assert_eq!(ts.dropped(), 1, "{lines:?}");
+        }
+        // A bad member does not claim its key: the valid one after it is kept.
+        assert_eq!(TraceState::parse("foo=,foo=2").to_string(), "foo=2");
     }
 
     fn members(n: usize) -> Vec<String> {
         (1..=n).map(|i| format!("bar{i:02}={i:02}")).collect()
     }
 
-    #[test]
-    fn thirty_two_members_pass_whole() {
-        let header = members(32).join(",");
-        let ts = TraceState::parse(&header).unwrap();
-        assert_eq!(ts.len(), 32);
-        assert_eq!(ts.limited(), (header, 0));
+    /// The W3C test suite's member-count case: members 1-10, 11-20, 21-30, and the rest.
+    fn test_suite_lines(n: usize) -> Vec<String> {
+        members(n).chunks(10).map(|c| c.join(",")).collect()
     }
 
     #[test]
-    fn thirty_three_members_lose_the_long_one_first() {
-        let mut m = members(33);
-        m[10] = format!("long={}", "x".repeat(124)); // 129 characters
-        let ts = TraceState::parse(&m.join(",")).unwrap();
-        let (out, dropped) = ts.limited();
-        assert_eq!(dropped, 1);
-        let mut want = m.clone();
-        want.remove(10);
-        assert_eq!(out, want.join(","));
-        // 128 characters is not "larger than 128": then the last member goes.
-        m[10] = format!("long={}", "x".repeat(123));
-        let (out, dropped) = TraceState::parse(&m.join(",")).unwrap().limited();
-        assert_eq!((out, dropped), (m[..32].join(","), 1));
-    }
+    fn thirty_two_members_on_several_lines_pass_whole_and_thirty_three_are_dropped() {
+        let lines = test_suite_lines(32);
+        assert_eq!(lines.len(), 4);
+        let ts = TraceState::parse_lines(lines.iter().map(String::as_str));
+        assert_eq!((ts.len(), ts.dropped()), (32, 0));
+        assert_eq!(ts.get("bar01"), Some("01"));
+        assert_eq!(ts.to_string(), members(32).join(","));
 
-    #[test]
-    fn truncation_removes_long_entries_right_most_first_then_from_the_end() {
-        let mut m = members(36);
-        for i in [3, 20, 30] {
-            m[i] = format!("long{i}={}", "y".repeat(200));
-        }
-        // 4 to remove: the three long ones, then the last.
-        let (out, dropped) = TraceState::parse(&m.join(",")).unwrap().limited();
-        assert_eq!(dropped, 4);
-        let want: Vec<&String> = m
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| ![3, 20, 30, 35].contains(i))
-            .map(|(_, s)| s)
+        let lines = test_suite_lines(33);
+        let ts = TraceState::parse_lines(lines.iter().map(String::as_str));
+        assert!(ts.is_empty());
+        assert_eq!(ts.dropped(), 33);
+        // 33 members of which one is invalid and one a repeated key: 31 valid, kept.
+        let mut m = members(31);
+        m.insert(3, "BAD=1".into());
+        m.insert(7, "bar01=again".into());
+        let ts = TraceState::parse(&m.join(","));
+        assert_eq!((ts.len(), ts.dropped()), (31, 2));
+        // The longest members pass whole: 32 of 256 + 1 + 256 characters.
+        let big: Vec<String> = (0..32)
+            .map(|i| format!("{:a<256}={}", format!("k{i}"), "v".repeat(256)))
             .collect();
-        assert_eq!(
-            out,
-            want.iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-        // 2 to remove: the two right-most long ones only.
-        let (out, dropped) = TraceState::parse(&m[..34].join(",")).unwrap().limited();
-        assert_eq!(dropped, 2);
-        assert!(out.contains("long3=") && !out.contains("long20=") && !out.contains("long30="));
-        assert!(out.ends_with("bar34=34"));
+        let ts = TraceState::parse(&big.join(","));
+        assert_eq!((ts.len(), ts.dropped()), (32, 0));
+        assert_eq!(ts.to_string(), big.join(","));
     }
 
-    /// A generated valid member: simple or tenant key, value from the allowed characters.
+    /// A generated valid member: any Level 2 key, value from the allowed characters.
     fn member() -> impl Strategy<Value = (String, String)> {
         let key = prop_oneof![
             "[a-z][a-z0-9_*/-]{0,20}",
+            "[a-z0-9][a-z0-9_*/@-]{0,20}",
             "[a-z0-9][a-z0-9_*/-]{0,10}@[a-z][a-z0-9_*/-]{0,13}",
         ];
         let value = prop_oneof!["[!-+\\--<>-~]{1,20}", "[ -+\\--<>-~]{0,200}[!-+\\--<>-~]",];
@@ -737,37 +786,60 @@ mod tests {
         }
 
         #[test]
-        fn tracestate_parse_never_panics(s in any::<String>()) {
-            if let Ok(ts) = TraceState::parse(&s) {
-                let _ = ts.limited();
-            }
+        fn tracestate_parse_never_panics_and_writes_what_it_reads_back(
+            s in any::<String>(),
+            t in any::<String>(),
+        ) {
+            let ts = TraceState::parse_lines([s.as_str(), t.as_str()]);
+            prop_assert!(ts.len() <= 32);
+            let again = TraceState::parse(&ts.to_string());
+            prop_assert_eq!(again.iter().collect::<Vec<_>>(), ts.iter().collect::<Vec<_>>());
+            prop_assert_eq!(again.dropped(), 0);
         }
 
         #[test]
-        fn tracestate_never_propagates_more_than_32_members(
-            ms in proptest::collection::vec(member(), 0..80),
+        fn lines_read_as_their_values_joined_with_commas(
+            ms in proptest::collection::vec(member(), 0..40),
+            cuts in proptest::collection::vec(any::<bool>(), 0..40),
+            ows in "[ \t]{0,2}",
         ) {
-            let mut seen = BTreeSet::new();
-            let ms: Vec<(String, String)> = ms.into_iter().filter(|(k, _)| seen.insert(k.clone())).collect();
+            let texts: Vec<String> = ms.iter().map(|(k, v)| format!("{ows}{k}={v}{ows}")).collect();
+            // Split the members into lines wherever `cuts` says.
+            let mut lines: Vec<String> = vec![String::new()];
+            for (i, m) in texts.iter().enumerate() {
+                if cuts.get(i).copied().unwrap_or(false) {
+                    lines.push(String::new());
+                }
+                let line = lines.last_mut().unwrap();
+                if !line.is_empty() {
+                    line.push(',');
+                }
+                line.push_str(m);
+            }
+            let split = TraceState::parse_lines(lines.iter().map(String::as_str));
+            let joined = TraceState::parse(&lines.join(","));
+            prop_assert_eq!(&split, &joined);
+        }
+
+        #[test]
+        fn valid_members_are_kept_in_order_once_each_up_to_32(
+            ms in proptest::collection::vec(member(), 0..50),
+        ) {
             let header = ms.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" , ");
-            let ts = TraceState::parse(&header).unwrap();
-            prop_assert_eq!(ts.len(), ms.len());
-            let (out, dropped) = ts.limited();
-            let again = TraceState::parse(&out).unwrap();
-            prop_assert!(again.len() <= 32);
-            prop_assert_eq!(again.len() + dropped as usize, ms.len());
-            prop_assert_eq!(dropped as usize, ms.len().saturating_sub(32));
-            // Kept members keep their order; a short member is only dropped when no long one is left.
-            let kept: Vec<(&str, &str)> = again.iter().collect();
-            let mut it = ms.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-            for k in &kept {
-                prop_assert!(it.any(|m| m == *k));
+            let ts = TraceState::parse(&header);
+            let mut unique: Vec<(&str, &str)> = Vec::new();
+            for (k, v) in &ms {
+                if !unique.iter().any(|(u, _)| u == k) {
+                    unique.push((k.as_str(), v.as_str()));
+                }
             }
-            let long = |(k, v): (&str, &str)| k.len() + 1 + v.len() > 128;
-            if ms.iter().map(|(k, v)| (k.as_str(), v.as_str())).any(|m| !long(m) && !kept.contains(&m)) {
-                prop_assert!(kept.iter().all(|m| !long(*m)));
+            if unique.len() <= 32 {
+                prop_assert_eq!(ts.iter().collect::<Vec<_>>(), unique);
+                prop_assert_eq!(ts.dropped() as usize, ms.len() - ts.len());
+            } else {
+                prop_assert!(ts.is_empty());
+                prop_assert_eq!(ts.dropped() as usize, ms.len());
             }
-            prop_assert_eq!(again.limited(), (out.clone(), 0));
         }
     }
 }
