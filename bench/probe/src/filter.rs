@@ -4,6 +4,7 @@
 use crate::count::{CallPhase, Counting};
 use crate::plan::{self, Op, Phase, Plan};
 use crate::replay::{Replay, Source};
+use crate::trace::{self, Call, Recording};
 use mesh_kit::host::{Host, Proxy};
 use mesh_kit::stage::{Request, Root};
 use proxy_wasm::hostcalls;
@@ -45,6 +46,29 @@ struct CountedSuite {
     host: Rc<Counting<Proxy>>,
 }
 
+/// Requests of the suite per route before the one `call_mix` records.
+pub const MIX_WARMUP: u32 = 3;
+
+type Trace = Rc<Vec<(CallPhase, Call)>>;
+
+/// `call_mix`: the suite over a recording host until a trace exists for the route, then the
+/// traces.
+struct Mix {
+    root: Root,
+    host: Rc<Recording<Proxy>>,
+    /// Requests of the suite seen per route.
+    seen: std::cell::RefCell<Vec<(String, u32)>>,
+    traces: std::cell::RefCell<Vec<(String, Trace)>>,
+}
+
+/// What a `call_mix` request does.
+enum Mixing {
+    Idle,
+    /// Runs the suite; `true` when this is the request being recorded (on this route).
+    Suite(bool, String),
+    Replay(Trace),
+}
+
 /// What every request of one plugin configuration shares.
 struct Shared {
     plan: Plan,
@@ -56,6 +80,7 @@ struct Shared {
     gauge: u32,
     in_vm: Option<(Root, Rc<Replay<Real>>)>,
     counted: Vec<CountedSuite>,
+    mix: Option<Mix>,
 }
 
 /// The root context of one plugin configuration.
@@ -80,12 +105,24 @@ impl ProbeRoot {
         }
         let mut in_vm = None;
         let mut counted = Vec::new();
+        let mut mix = None;
         match &plan.op {
             Op::SuiteInVm(suite) => {
                 let host = Rc::new(Replay::new(Real));
                 let mut root = Root::new("mesh", crate::suite_factory, host.clone());
                 root.configure(suite.to_string().as_bytes())?;
                 in_vm = Some((root, host));
+            }
+            Op::CallMix(suite) => {
+                let host = Rc::new(Recording::new(Proxy));
+                let mut root = Root::new("mesh", crate::suite_factory, host.clone());
+                root.configure(suite.to_string().as_bytes())?;
+                mix = Some(Mix {
+                    root,
+                    host,
+                    seen: std::cell::RefCell::new(Vec::new()),
+                    traces: std::cell::RefCell::new(Vec::new()),
+                });
             }
             Op::SuiteCounted(suites) => {
                 for suite in suites {
@@ -110,6 +147,7 @@ impl ProbeRoot {
             gauge,
             in_vm,
             counted,
+            mix,
         }));
         Ok(())
     }
@@ -133,6 +171,7 @@ impl RootContext for ProbeRoot {
             shared,
             held: Vec::new(),
             counted: None,
+            mixing: Mixing::Idle,
         }))
     }
 
@@ -148,6 +187,7 @@ pub struct Probe {
     held: Vec<Request>,
     /// `suite_counted`: the configuration this request runs.
     counted: Option<usize>,
+    mixing: Mixing,
 }
 
 fn map_of(phase: Phase) -> MapType {
@@ -167,7 +207,7 @@ impl Probe {
         let map = map_of(phase);
         let n = s.plan.n;
         match &s.plan.op {
-            Op::None | Op::SuiteInVm(_) | Op::SuiteCounted(_) => {}
+            Op::None | Op::SuiteInVm(_) | Op::SuiteCounted(_) | Op::CallMix(_) => {}
             Op::GetProperty(_) => {
                 let path: Vec<&str> = s.path.iter().map(String::as_str).collect();
                 for _ in 0..n {
@@ -255,10 +295,7 @@ impl Probe {
                 if n > 0 {
                     let _ = hostcalls::send_http_response(
                         200,
-                        vec![
-                            ("content-type", "text/plain"),
-                            ("x-mesh-rejected-by", NAME),
-                        ],
+                        vec![("content-type", "text/plain"), ("x-mesh-rejected-by", NAME)],
                         Some(b"ok\n"),
                     );
                     return Action::Pause;
@@ -368,6 +405,90 @@ impl Probe {
     }
 }
 
+impl Probe {
+    /// `call_mix` on request headers: the route's trace replayed `n` times, or (until it is
+    /// recorded) the suite itself, the request after [`MIX_WARMUP`] recorded.
+    fn mix_request(&mut self) -> Action {
+        let shared = Rc::clone(&self.shared);
+        let Some(mix) = &shared.mix else {
+            return Action::Continue;
+        };
+        let route = Proxy
+            .property(&["xds", "route_name"])
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let found = mix
+            .traces
+            .borrow()
+            .iter()
+            .find(|(r, _)| *r == route)
+            .map(|(_, t)| Rc::clone(t));
+        if let Some(t) = found {
+            trace::replay(&t, CallPhase::Of(Phase::Request), shared.plan.n, &Proxy);
+            self.mixing = Mixing::Replay(t);
+            return Action::Continue;
+        }
+        let seen = {
+            let mut seen = mix.seen.borrow_mut();
+            match seen.iter_mut().find(|(r, _)| *r == route) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    seen.push((route.clone(), 1));
+                    1
+                }
+            }
+        };
+        let record = seen == MIX_WARMUP + 1;
+        if record {
+            mix.host.arm();
+        }
+        mix.host.set_phase(CallPhase::Of(Phase::Request));
+        let mut request = mix.root.new_request();
+        let allowed = request.request_headers();
+        mix.host.pause();
+        self.held.push(request);
+        self.mixing = Mixing::Suite(record, route);
+        if allowed {
+            Action::Continue
+        } else {
+            Action::Pause
+        }
+    }
+
+    fn mix_phase(&mut self, phase: CallPhase) {
+        let shared = Rc::clone(&self.shared);
+        let Some(mix) = &shared.mix else {
+            return;
+        };
+        match &self.mixing {
+            Mixing::Idle => {}
+            Mixing::Replay(t) => trace::replay(t, phase, shared.plan.n, &Proxy),
+            Mixing::Suite(record, route) => {
+                if *record {
+                    mix.host.resume();
+                }
+                mix.host.set_phase(phase);
+                for request in &mut self.held {
+                    match phase {
+                        CallPhase::Of(Phase::Response) => request.response_headers(),
+                        CallPhase::Trailers => request.response_trailers(),
+                        CallPhase::Of(Phase::Log) => request.log(),
+                        _ => {}
+                    }
+                }
+                mix.host.pause();
+                if *record && phase == CallPhase::Of(Phase::Log) {
+                    let t = Rc::new(mix.host.take());
+                    mix.traces.borrow_mut().push((route.clone(), t));
+                }
+            }
+        }
+    }
+}
+
 impl Context for Probe {}
 
 impl HttpContext for Probe {
@@ -378,6 +499,7 @@ impl HttpContext for Probe {
                 Action::Continue
             }
             Op::SuiteCounted(_) => self.counted_request(),
+            Op::CallMix(_) => self.mix_request(),
             _ => self.perform(Phase::Request),
         }
     }
@@ -386,6 +508,7 @@ impl HttpContext for Probe {
         match &self.shared.plan.op {
             Op::SuiteInVm(_) => self.in_vm_phase(Phase::Response, false),
             Op::SuiteCounted(_) => self.counted_phase(CallPhase::Of(Phase::Response)),
+            Op::CallMix(_) => self.mix_phase(CallPhase::Of(Phase::Response)),
             _ => {
                 self.perform(Phase::Response);
             }
@@ -397,6 +520,7 @@ impl HttpContext for Probe {
         match &self.shared.plan.op {
             Op::SuiteInVm(_) => self.in_vm_phase(Phase::Response, true),
             Op::SuiteCounted(_) => self.counted_phase(CallPhase::Trailers),
+            Op::CallMix(_) => self.mix_phase(CallPhase::Trailers),
             _ => {}
         }
         Action::Continue
@@ -406,6 +530,7 @@ impl HttpContext for Probe {
         match &self.shared.plan.op {
             Op::SuiteInVm(_) => self.in_vm_phase(Phase::Log, false),
             Op::SuiteCounted(_) => self.counted_phase(CallPhase::Of(Phase::Log)),
+            Op::CallMix(_) => self.mix_phase(CallPhase::Of(Phase::Log)),
             _ => {
                 self.perform(Phase::Log);
             }

@@ -15,7 +15,10 @@
 //! - `suite_counted`: the same path once per request against the real host, counting every call
 //!   by phase and kind ([`count`]); the request picks one of several suite configurations with
 //!   `x-probe-stages: <index>`, a request with `x-probe-report` gets the counts as JSON and one
-//!   with `x-probe-reset` clears them.
+//!   with `x-probe-reset` clears them;
+//! - `call_mix`: the suite's host calls without the suite: a steady-state request of the suite is
+//!   recorded call by call ([`trace`]), then replayed against the real host `n` times per
+//!   request, in each phase, per route.
 //!
 //! The probe builds the suite's stages itself ([`suite_factory`], the same list in the same order
 //! as `mesh_filters::STAGES`): linking `mesh_filters` would bring its own wasm entry point. A test
@@ -38,6 +41,7 @@ pub mod count;
 pub mod filter;
 pub mod plan;
 pub mod replay;
+pub mod trace;
 
 use mesh_kit::config::ConfigError;
 use mesh_kit::host::Host;

@@ -13,7 +13,7 @@
 //! | `phase` | `request`, `response` or `log`: the hook that performs it | where the suite performs it |
 //! | `path` | `get_property`: the property, dotted (`connection.uri_san_peer_certificate`) | – |
 //! | `header` | `get_map_value`: the header read | – |
-//! | `suite` | `suite_in_vm`: the suite's configuration (one section per stage) | – |
+//! | `suite` | `suite_in_vm`, `call_mix`: the suite's configuration (one section per stage) | – |
 //! | `suites` | `suite_counted`: the suite configurations a request picks from by `x-probe-stages` | – |
 //!
 //! Header maps follow the phase: request headers in `request`, response headers in `response`
@@ -86,6 +86,9 @@ pub enum Op {
     /// The suite's request path once per request against the real host, counting its host
     /// calls; the request picks a configuration by `x-probe-stages`.
     SuiteCounted(Vec<Value>),
+    /// The suite's host calls without the suite: one steady-state request of the suite is
+    /// recorded, then its calls are replayed against the real host `n` times per request.
+    CallMix(Value),
 }
 
 /// Headers [`Op::SetMap`] adds to the map it writes back.
@@ -119,7 +122,7 @@ struct Raw {
 }
 
 /// The operations [`Plan::parse`] knows, by their configuration name.
-pub const OPS: [&str; 17] = [
+pub const OPS: [&str; 18] = [
     "none",
     "get_property",
     "get_map",
@@ -137,6 +140,7 @@ pub const OPS: [&str; 17] = [
     "send_local_response",
     "suite_in_vm",
     "suite_counted",
+    "call_mix",
 ];
 
 impl Plan {
@@ -171,9 +175,10 @@ impl Plan {
             "get_current_time" => Op::GetCurrentTime,
             "random_get" => Op::RandomGet,
             "send_local_response" => Op::SendLocalResponse,
-            "suite_in_vm" => match raw.suite {
+            "suite_in_vm" | "call_mix" => match raw.suite {
+                Some(s @ Value::Object(_)) if raw.op == "call_mix" => Op::CallMix(s),
                 Some(s @ Value::Object(_)) => Op::SuiteInVm(s),
-                _ => return Err("suite: required by op \"suite_in_vm\", an object".to_owned()),
+                _ => return Err(format!("suite: required by op {:?}, an object", raw.op)),
             },
             "suite_counted" => match raw.suites {
                 Some(list) if !list.is_empty() && list.iter().all(Value::is_object) => {
@@ -295,7 +300,7 @@ mod tests {
             let json = match op {
                 "get_property" => r#"{"op":"get_property","path":"request.time"}"#.to_owned(),
                 "get_map_value" => r#"{"op":"get_map_value","header":"te"}"#.to_owned(),
-                "suite_in_vm" => r#"{"op":"suite_in_vm","suite":{}}"#.to_owned(),
+                "suite_in_vm" | "call_mix" => format!(r#"{{"op":"{op}","suite":{{}}}}"#),
                 "suite_counted" => r#"{"op":"suite_counted","suites":[{}]}"#.to_owned(),
                 _ => format!(r#"{{"op":"{op}","n":1}}"#),
             };

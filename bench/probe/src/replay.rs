@@ -87,7 +87,12 @@ impl<S: Source> Replay<S> {
         self.phase.set(phase);
     }
 
-    fn lookup(&self, what: What, key: &[&str], read: impl FnOnce() -> Option<Vec<u8>>) -> Option<Vec<u8>> {
+    fn lookup(
+        &self,
+        what: What,
+        key: &[&str],
+        read: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> Option<Vec<u8>> {
         let route = self.route.borrow();
         let phase = self.phase.get();
         if let Some(r) = self.recorded.borrow().iter().find(|r| {
@@ -203,7 +208,10 @@ mod tests {
         let host = Replay::new(&f);
         host.begin_request("direct", vec![("te".to_owned(), "trailers".to_owned())]);
         for _ in 0..3 {
-            assert_eq!(host.property(&["xds", "route_name"]), Some(b"direct".to_vec()));
+            assert_eq!(
+                host.property(&["xds", "route_name"]),
+                Some(b"direct".to_vec())
+            );
             assert_eq!(host.property(&["xds", "cluster_name"]), None);
         }
         host.set_phase(Phase::Log);
@@ -213,7 +221,12 @@ mod tests {
         host.property(&["xds", "route_name"]);
         assert_eq!(
             *f.reads.borrow(),
-            ["xds.route_name", "xds.cluster_name", ":status", "xds.route_name"]
+            [
+                "xds.route_name",
+                "xds.cluster_name",
+                ":status",
+                "xds.route_name"
+            ]
         );
         assert_eq!(host.misses.get(), 4);
         assert!(host.request_headers().is_empty());
