@@ -53,7 +53,8 @@ pub struct Params {
     pub warmup: f64,
     /// `PROFILE_VARIANTS`, default `h1-direct,h2-direct,h1-proxied`.
     pub variants: Vec<Variant>,
-    /// Only these probes (`PROFILE_ONLY`, comma-separated ids, e.g. `request_get_map_request_headers`).
+    /// Only these probes (`PROFILE_ONLY`, comma-separated ids, e.g.
+    /// `request_get_map_request_headers,suite_in_vm`; see [`Probe::id`]).
     pub only: Option<Vec<String>>,
     /// Probes between two runs of the do-nothing reference.
     pub chunk: usize,
@@ -238,7 +239,10 @@ mod tests {
             ("PROFILE_SECONDS", "0.5"),
             ("PROFILE_ROUNDS", "1"),
             ("PROFILE_VARIANTS", "h2-proxied,h1-direct"),
-            ("PROFILE_ONLY", "request_get_map_request_headers"),
+            (
+                "PROFILE_ONLY",
+                "request_get_map_request_headers,suite_in_vm",
+            ),
         ]))
         .unwrap();
         assert_eq!((p.seconds, p.rounds), (0.5, 1));
@@ -249,7 +253,7 @@ mod tests {
         assert_eq!(
             p.env_prefix(),
             "PROFILE_SECONDS=0.5 PROFILE_ROUNDS=1 PROFILE_VARIANTS=h2-proxied,h1-direct \
-             PROFILE_ONLY=request_get_map_request_headers "
+             PROFILE_ONLY=request_get_map_request_headers,suite_in_vm "
         );
         assert!(Params::from_env(env(&[("PROFILE_VARIANTS", "h3")])).is_err());
         assert!(Params::from_env(env(&[("PROFILE_ONLY", "nope")])).is_err());

@@ -87,6 +87,80 @@ mod tests {
         assert_eq!(ours, suite);
     }
 
+    /// Answers like Envoy for the bench's mTLS caller on the `direct` route.
+    struct Envoyish;
+
+    impl replay::Source for Envoyish {
+        fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+            match path {
+                ["xds", "route_name"] => Some(b"direct".to_vec()),
+                ["connection", "mtls"] => Some(vec![1]),
+                ["connection", "uri_san_peer_certificate"] => {
+                    Some(b"spiffe://mesh.local/ns/default/sa/bench-client".to_vec())
+                }
+                ["connection", "sha256_peer_certificate_digest"] => Some(b"aa11".to_vec()),
+                ["request", "time"] => Some(1_800_000_000_000_000_000u64.to_le_bytes().to_vec()),
+                ["response", "code"] => Some(200u64.to_le_bytes().to_vec()),
+                ["response", "flags"] => Some(0u64.to_le_bytes().to_vec()),
+                ["response", "code_details"] => Some(b"direct_response".to_vec()),
+                _ => None,
+            }
+        }
+        fn response_header(&self, name: &str) -> Option<String> {
+            (name == ":status").then(|| "200".to_owned())
+        }
+        fn response_trailer(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn now(&self) -> std::time::SystemTime {
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000)
+        }
+    }
+
+    #[test]
+    fn the_suite_runs_over_the_in_memory_host_without_asking_the_real_one_after_warm_up() {
+        let host = Rc::new(replay::Replay::new(Envoyish));
+        let mut root = mesh_kit::stage::Root::new("mesh", suite_factory, host.clone());
+        let config = serde_json::json!({
+            "spiffe_identity": {"trust_domains": ["mesh.local"], "allow": ["spiffe://mesh.local/ns/default/sa/bench-client"]},
+            "circuit_breaker": {"consecutive_failures": 5, "open_duration": "60s"},
+            "deadline": {"timeout": "15s"},
+            "retry_budget": {"max_retries": 2, "retry_ratio": 0.2, "min_retries_per_second": 10},
+            "trace_propagation": {"inject": ["w3c", "b3"]}
+        });
+        root.configure(config.to_string().as_bytes()).unwrap();
+        let headers: Vec<(String, String)> = [
+            (":method", "GET"),
+            (":path", "/direct"),
+            (":authority", "bench"),
+            ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ("x-envoy-expected-rq-timeout-ms", "30000"),
+            (
+                "x-forwarded-client-cert",
+                "By=spiffe://mesh.local/ns/default/sa/envoy;Hash=aa11;URI=spiffe://mesh.local/ns/default/sa/bench-client",
+            ),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let mut misses = Vec::new();
+        for _ in 0..4 {
+            host.begin_request("direct", headers.clone());
+            let mut r = root.new_request();
+            assert!(r.request_headers(), "the bench's caller is allowed");
+            host.set_phase(plan::Phase::Response);
+            r.response_headers();
+            host.set_phase(plan::Phase::Log);
+            r.log();
+            misses.push(host.misses.get());
+        }
+        assert!(misses[0] > 0);
+        assert_eq!(
+            misses[1], misses[3],
+            "replayed from memory after the first request"
+        );
+    }
+
     #[test]
     fn the_factory_builds_the_sections_given() {
         let host = mesh_kit::shared::MemoryStore::default();

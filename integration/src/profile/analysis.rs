@@ -321,6 +321,25 @@ pub struct VariantAnalysis {
     pub calibration_prediction: Prediction,
 }
 
+impl VariantAnalysis {
+    /// The suite's calls replayed once per request ÷ Σ count × cost per call: how much more the
+    /// calls cost as the suite makes them than in loops of one kind.
+    pub fn calls_factor(&self) -> Option<f64> {
+        let sum = self.prediction.calls;
+        self.mix_once
+            .map(|m| m.median / sum)
+            .filter(|f| f.is_finite() && sum > 0.0)
+    }
+
+    /// The suite's code once per request ÷ per iteration of a loop.
+    pub fn code_factor(&self) -> Option<f64> {
+        match (self.compute_once, self.compute) {
+            (Some(once), Some(looped)) if looped.median > 0.0 => Some(once.median / looped.median),
+            _ => None,
+        }
+    }
+}
+
 /// The calls the calibration filter makes per request.
 pub const CALIBRATION_CALLS: [&str; 3] = [
     "request get_map_value request_headers",

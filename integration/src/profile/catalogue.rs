@@ -103,17 +103,21 @@ impl Probe {
         }
     }
 
-    /// A short id for `PROFILE_ONLY`: the label's words joined by `_`, lowercase.
+    /// A short id for `PROFILE_ONLY`: the counted key with `_` for spaces
+    /// (`request_get_property_xds.route_name`), or the operation's name (`suite_in_vm`,
+    /// `suite_in_vm_once`, `suite_in_vm_stages_2`, `call_mix`, `call_mix_once`,
+    /// `shared_update`, `send_local_response`).
     pub fn id(&self) -> String {
-        self.label
-            .to_ascii_lowercase()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect::<String>()
-            .split('_')
-            .filter(|w| !w.is_empty())
-            .collect::<Vec<_>>()
-            .join("_")
+        match &self.prices {
+            Prices::Call(k) => k.replace(' ', "_"),
+            Prices::Check(_) => "shared_update".to_owned(),
+            Prices::Compute => "suite_in_vm".to_owned(),
+            Prices::ComputeOnce => "suite_in_vm_once".to_owned(),
+            Prices::StageCompute(i) => format!("suite_in_vm_stages_{i}"),
+            Prices::Mix => "call_mix".to_owned(),
+            Prices::MixOnce => "call_mix_once".to_owned(),
+            Prices::LocalReply => "send_local_response".to_owned(),
+        }
     }
 }
 
@@ -180,7 +184,7 @@ pub fn probes() -> Vec<Probe> {
         property("log", "response.code", Routes::Both),
         property("log", "response.flags", Routes::Both),
         property("log", "response.code_details", Routes::Both),
-        property("log", "upstream.request_attempt_count", Routes::Proxied),
+        property("log", "upstream.request_attempt_count", Routes::Both),
         P {
             label: "",
             prices: call("request get_map request_headers"),
@@ -551,7 +555,11 @@ mod tests {
                     .listener
             )
         );
-        assert_eq!(probes[0].id(), "request_get_property_xds_route_name");
+        assert_eq!(probes[0].id(), "request_get_property_xds.route_name");
+        let mut ids: Vec<String> = probes.iter().map(Probe::id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), probes.len(), "ids are unique");
     }
 
     #[test]

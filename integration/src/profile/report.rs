@@ -280,19 +280,22 @@ pub fn render(profile: &Profile, command: &str) -> String {
     );
     let _ = writeln!(
         md,
-        "| variant | calls: Σ count × cost µs | calls: mix, per iteration µs | calls: mix once µs | code: per iteration µs | code: once µs | calibration: predicted µs | calibration: measured µs |"
+        "| variant | calls: Σ count × cost µs | calls: mix, per iteration µs | calls: mix once µs | once ÷ Σ | code: per iteration µs | code: once µs | once ÷ per iteration | calibration: predicted µs | calibration: measured µs |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let factor = |f: Option<f64>| f.map_or("–".to_owned(), |f| format!("{f:.2}×"));
     for a in &analyses {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             a.variant.label(),
             num(a.prediction.calls, 1),
             est(a.mix, 1),
             est(a.mix_once, 1),
+            factor(a.calls_factor()),
             est(a.compute, 1),
             est(a.compute_once, 1),
+            factor(a.code_factor()),
             num(a.calibration_prediction.predicted(), 1),
             est(a.calibration, 1),
         );
@@ -303,93 +306,95 @@ pub fn render(profile: &Profile, command: &str) -> String {
     let _ = writeln!(md, "### Where the suite's µs go\n");
     let _ = writeln!(
         md,
-        "µs per request (count × cost per call), most expensive first by the first variant; \
-         share: of the predicted overhead. A cut saves about its row.\n"
+        "µs per request of each part, most expensive first (by the first variant, as run). \
+         **loop**: count × cost per call from the table above, the code per iteration of a loop. \
+         **as run**: the code once per request, each call's loop cost × the variant's \
+         once ÷ Σ factor of the checks above (the calls' share of the replayed mix). **share**: \
+         of the measured overhead. A cut saves about its row.\n"
     );
     let mut head = "| part | calls per request |".to_owned();
     let mut rule = "|---|---:|".to_owned();
     for a in &analyses {
-        let _ = write!(head, " {} µs | share |", a.variant.short());
-        rule.push_str("---:|---:|");
+        let s = a.variant.short();
+        let _ = write!(head, " {s} loop µs | {s} as run µs | share |");
+        rule.push_str("---:|---:|---:|");
     }
     let _ = writeln!(md, "{head}\n{rule}");
-    if let Some(first) = analyses.first() {
-        let mut parts: Vec<(String, String, Vec<Option<f64>>)> = Vec::new();
-        parts.push((
+    let mut parts: Vec<Part> = vec![
+        (
             "fixed cost of a wasm HttpContext".to_owned(),
-            "–".to_owned(),
-            analyses.iter().map(|a| Some(a.prediction.fixed)).collect(),
-        ));
-        parts.push((
-            "the suite's own code (`suite_in_vm`, per iteration)".to_owned(),
             "–".to_owned(),
             analyses
                 .iter()
-                .map(|a| Some(a.prediction.compute))
+                .map(|a| a.fixed.map(|e| (e.median, e.median)))
                 .collect(),
-        ));
-        for row in &first.priced {
-            let cells = analyses
+        ),
+        (
+            "the suite's own code (`suite_in_vm`)".to_owned(),
+            "–".to_owned(),
+            analyses
                 .iter()
-                .map(|a| {
-                    a.priced
-                        .iter()
-                        .find(|r| r.key == row.key)
-                        .and_then(|r| r.cost.map(|_| r.total))
+                .map(|a| match (a.compute, a.compute_once) {
+                    (Some(l), Some(o)) => Some((l.median, o.median)),
+                    (Some(l), None) => Some((l.median, l.median)),
+                    _ => None,
                 })
-                .collect();
-            parts.push((row.key.clone(), count(row.count), cells));
-        }
-        // Calls the other routes make that the first variant's does not.
-        for a in analyses.iter().skip(1) {
-            for row in &a.priced {
-                if !parts.iter().any(|(k, _, _)| *k == row.key) {
-                    let cells = analyses
-                        .iter()
-                        .map(|b| {
-                            b.priced
-                                .iter()
-                                .find(|r| r.key == row.key)
-                                .and_then(|r| r.cost.map(|_| r.total))
-                        })
-                        .collect();
-                    parts.push((row.key.clone(), count(row.count), cells));
-                }
+                .collect(),
+        ),
+    ];
+    let mut keys: Vec<(String, f64)> = Vec::new();
+    for a in &analyses {
+        for r in &a.priced {
+            if !keys.iter().any(|(k, _)| *k == r.key) {
+                keys.push((r.key.clone(), r.count));
             }
         }
-        parts.sort_by(|a, b| {
-            let x = a.2.first().copied().flatten().unwrap_or(0.0);
-            let y = b.2.first().copied().flatten().unwrap_or(0.0);
-            y.total_cmp(&x)
-        });
-        for (name, n, cells) in &parts {
-            let mut row = format!("| {name} | {n} |");
-            for (a, c) in analyses.iter().zip(cells) {
-                let total = a.prediction.predicted();
-                match c {
-                    Some(x) => {
-                        let share = if total > 0.0 { x / total * 100.0 } else { 0.0 };
-                        let _ = write!(row, " {} | {share:.0} % |", num(*x, 1));
-                    }
-                    None => row.push_str(" – | |"),
-                }
-            }
-            let _ = writeln!(md, "{row}");
-        }
-        let unpriced: Vec<&str> = analyses
+    }
+    for (key, n) in &keys {
+        let cells = analyses
             .iter()
-            .flat_map(|a| a.priced.iter().filter(|r| r.cost.is_none()))
-            .map(|r| r.key.as_str())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
+            .map(|a| {
+                let r = a.priced.iter().find(|r| r.key == *key)?;
+                r.cost?;
+                Some((r.total, r.total * a.calls_factor().unwrap_or(1.0)))
+            })
             .collect();
-        if !unpriced.is_empty() {
-            let _ = writeln!(
-                md,
-                "\nCounted but not priced (no probe measures them): {}.",
-                unpriced.join(", ")
-            );
+        parts.push((key.clone(), count(*n), cells));
+    }
+    parts.sort_by(|a, b| {
+        let x = a.2.first().copied().flatten().map_or(0.0, |c| c.1);
+        let y = b.2.first().copied().flatten().map_or(0.0, |c| c.1);
+        y.total_cmp(&x)
+    });
+    for (name, n, cells) in &parts {
+        let mut row = format!("| {name} | {n} |");
+        for (a, c) in analyses.iter().zip(cells) {
+            match c {
+                Some((l, r)) => {
+                    let share = a
+                        .suite
+                        .filter(|m| m.median > 0.0)
+                        .map_or(String::new(), |m| format!("{:.0} %", r / m.median * 100.0));
+                    let _ = write!(row, " {} | {} | {share} |", num(*l, 1), num(*r, 1));
+                }
+                None => row.push_str(" – | – | |"),
+            }
         }
+        let _ = writeln!(md, "{row}");
+    }
+    let unpriced: Vec<&str> = analyses
+        .iter()
+        .flat_map(|a| a.priced.iter().filter(|r| r.cost.is_none()))
+        .map(|r| r.key.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !unpriced.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nCounted but not priced on some route (no probe measures them there): {}.",
+            unpriced.join(", ")
+        );
     }
     let _ = writeln!(md);
     if !profile.failures.is_empty() {
@@ -401,6 +406,9 @@ pub fn render(profile: &Profile, command: &str) -> String {
     }
     md
 }
+
+/// A row of "Where the suite's µs go": name, calls per request, per variant (loop µs, as run µs).
+type Part = (String, String, Vec<Option<(f64, f64)>>);
 
 fn priced_total(counts: &analysis::Counts, costs: &Costs) -> f64 {
     analysis::price(counts, costs).iter().map(|r| r.total).sum()
@@ -510,11 +518,14 @@ mod tests {
             "| `request get_property xds.route_name` | 32 | 1.05 ±0.05 |",
             "| request get_property xds.route_name |  |  |  | 1 |  |  | **1** |",
             "| **calls** | 1 |  |  | 4 |  |  | **5** |",
-            "Counted but not priced (no probe measures them): log something_unmeasured.",
+            "Counted but not priced on some route (no probe measures them there): log something_unmeasured.",
             "- HTTP/1.1 direct_response p03: boom",
         ] {
             assert!(md.contains(part), "missing {part:?} in\n{md}");
         }
+        assert!(md.contains("| HTTP/1.1 direct_response, as the suite runs them | 20.0 |"));
+        assert!(md.contains("| calls: Σ count × cost µs | calls: mix, per iteration µs |"));
+        assert!(md.contains("**µs of own code** (h1 direct, `suite_in_vm` per iteration of 4)"));
         // fixed 20 + calls (get_map 1 × 1.05 + route_name 1.05 + 2 × 1.05) + compute 1.05 × 1
         let row = md
             .lines()

@@ -174,13 +174,7 @@ fn count(entry: SocketAddr, route: Route) -> Result<Vec<Counts>, String> {
 /// rounds. Progress goes to `say`.
 pub fn run(setup: &Setup, params: &Params, say: &dyn Fn(&str)) -> Result<Profile, String> {
     let started = Instant::now();
-    let probes: Vec<Probe> = catalogue::probes()
-        .into_iter()
-        .filter(|p| match &params.only {
-            Some(only) => only.iter().any(|id| *id == p.id()),
-            None => true,
-        })
-        .collect();
+    let probes = selected(catalogue::probes(), params.only.as_deref());
     let listeners = listeners(setup, &probes)?;
     let measured_listeners: Vec<Value> = listeners
         .iter()
@@ -307,6 +301,31 @@ pub fn run(setup: &Setup, params: &Params, say: &dyn Fn(&str)) -> Result<Profile
     })
 }
 
+/// The probes `only` names (all without it), with the probe whose `n = 0` run a selected probe
+/// shares, in catalogue order.
+pub fn selected(all: Vec<Probe>, only: Option<&[String]>) -> Vec<Probe> {
+    let Some(only) = only else {
+        return all;
+    };
+    let chosen: Vec<&Probe> = all.iter().filter(|p| only.contains(&p.id())).collect();
+    let wanted: Vec<String> = all
+        .iter()
+        .filter(|p| {
+            chosen.iter().any(|c| c.listener == p.listener)
+                || chosen.iter().any(|c| {
+                    c.shared_reference.is_some()
+                        && p.own_reference
+                        && p.shared_reference.is_none()
+                        && p.reference() == c.reference()
+                })
+        })
+        .map(|p| p.listener.clone())
+        .collect();
+    all.into_iter()
+        .filter(|p| wanted.contains(&p.listener))
+        .collect()
+}
+
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all.iter()
@@ -335,4 +354,28 @@ pub fn modules() -> Result<Modules, String> {
         m.insert(name.to_owned(), path);
     }
     Ok(m)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_selected_probe_brings_the_probe_whose_reference_it_shares() {
+        let ids = |ps: &[Probe]| ps.iter().map(Probe::id).collect::<Vec<_>>();
+        let only = vec![
+            "suite_in_vm_once".to_owned(),
+            "request_random_get".to_owned(),
+        ];
+        let got = selected(catalogue::probes(), Some(&only));
+        assert_eq!(
+            ids(&got),
+            ["request_random_get", "suite_in_vm", "suite_in_vm_once"]
+        );
+        assert_eq!(
+            selected(catalogue::probes(), None).len(),
+            catalogue::probes().len()
+        );
+    }
 }
