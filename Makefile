@@ -13,7 +13,7 @@ WASM_DIR := target/wasm32-wasip1/release
 # `docker compose` (plugin) where present, else Debian's `docker-compose`.
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
-.PHONY: build toolchain envoy run test test-unit test-wasm test-integration bench soak fuzz fuzz-short up down fmt lint clean
+.PHONY: build toolchain envoy run test test-unit test-wasm test-integration bench profile soak fuzz fuzz-short up down fmt lint clean
 
 toolchain:
 	@rustup target add wasm32-wasip1 wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-wasip1 wasm32-unknown-unknown
@@ -51,10 +51,21 @@ test-integration: build envoy
 
 bench: build envoy
 	cargo build --release --target wasm32-wasip1 -p mesh-bench-calibration
+	cargo build --release --target wasm32-wasip1 -p mesh-bench-probe
 	scripts/ensure-tools.sh wrk:wrk h2load:nghttp2-client >/dev/null
 	cargo bench -p mesh-bench-micro --bench policy
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo run --release -p mesh-integration --bin bench
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo run --release -p mesh-integration --bin retry-amplification
+
+# Where each microsecond goes: the cost of every kind of host call the suite makes, measured as
+# a slope in the real Envoy with the probe filter (bench/probe), the suite's calls counted by kind
+# and stage, and its overhead predicted from the parts; writes that section of BENCHMARKS.md
+# (make bench runs it too). PROFILE_ROUNDS (default 3).
+profile: build envoy
+	cargo build --release --target wasm32-wasip1 -p mesh-bench-calibration
+	cargo build --release --target wasm32-wasip1 -p mesh-bench-probe
+	scripts/ensure-tools.sh wrk:wrk h2load:nghttp2-client >/dev/null
+	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo run --release -p mesh-integration --bin profile -- --write
 
 # 10 minutes of steady load through the suite over 2,000 churned route names, failures injected
 # on every tenth route: fails on errors beyond the injected ones or RSS growth over 5% after
@@ -91,7 +102,7 @@ fmt:
 	cargo fmt --all
 
 # The crates that are compiled to wasm, linted for their real target too (32-bit, no threads).
-WASM_CRATES := -p mesh-kit $(addprefix -p ,$(FILTERS)) -p mesh-bench-calibration
+WASM_CRATES := -p mesh-kit $(addprefix -p ,$(FILTERS)) -p mesh-bench-calibration -p mesh-bench-probe
 lint: toolchain
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings

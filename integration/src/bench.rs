@@ -54,6 +54,8 @@ use serde_json::{json, Value};
 
 use crate::bootstrap::{self, TlsFiles};
 
+pub mod driver;
+
 /// The client SVID the client Envoy presents; the only principal the identity filter and RBAC
 /// allow.
 pub const CLIENT_ID: &str = "spiffe://mesh.local/ns/default/sa/bench-client";
@@ -569,7 +571,9 @@ fn downstream_protocol() -> Value {
     })
 }
 
-fn static_cluster(name: &str, addr: SocketAddr) -> Value {
+/// A static cluster of one endpoint that keeps the downstream protocol, Envoy's own limits
+/// raised.
+pub fn static_cluster(name: &str, addr: SocketAddr) -> Value {
     json!({
         "name": name,
         "type": "STATIC",
@@ -598,7 +602,22 @@ pub fn measured_bootstrap(
     } else {
         "0s"
     };
-    let routes = vec![
+    let listener = measured_listener(
+        STAT_PREFIX,
+        measured_routes(timeout),
+        http_filters(kind, modules)?,
+        tls,
+    );
+    Ok(bootstrap::bootstrap(
+        vec![listener],
+        vec![static_cluster("upstream", upstream)],
+    ))
+}
+
+/// The measured routes: `direct` (`/direct`, a `direct_response`) and `proxied` (`/proxied`, to
+/// the cluster `upstream` with this route timeout).
+pub fn measured_routes(timeout: &str) -> Vec<Value> {
+    vec![
         json!({
             "name": "direct",
             "match": {"prefix": "/direct"},
@@ -609,17 +628,23 @@ pub fn measured_bootstrap(
             "match": {"prefix": "/proxied"},
             "route": {"cluster": "upstream", "timeout": timeout}
         }),
-    ];
-    let listener = bootstrap::with_mtls(
-        bootstrap::listener(STAT_PREFIX, routes, http_filters(kind, modules)?),
+    ]
+}
+
+/// A measured listener (its name is also its `stat_prefix`): mTLS with the client certificate
+/// required, `SANITIZE_SET` XFCC with the URI SANs, these routes and filters.
+pub fn measured_listener(
+    name: &str,
+    routes: Vec<Value>,
+    filters: Vec<Value>,
+    tls: &TlsFiles,
+) -> Value {
+    bootstrap::with_mtls(
+        bootstrap::listener(name, routes, filters),
         tls,
         true,
         "SANITIZE_SET",
-    );
-    Ok(bootstrap::bootstrap(
-        vec![listener],
-        vec![static_cluster("upstream", upstream)],
-    ))
+    )
 }
 
 /// The client Envoy: a plaintext listener `client` that sends everything to the measured Envoy
@@ -631,7 +656,21 @@ pub fn client_bootstrap(measured: SocketAddr, tls: &TlsFiles, server_name: &str)
         "match": {"prefix": "/"},
         "route": {"cluster": "measured", "timeout": "30s"}
     })];
-    let mut cluster = static_cluster("measured", measured);
+    bootstrap::bootstrap(
+        vec![bootstrap::listener("client", routes, vec![])],
+        vec![client_cluster("measured", measured, tls, server_name)],
+    )
+}
+
+/// A cluster of the client Envoy: one measured listener, reached over mTLS with the client SVID
+/// `tls.cert`, keeping the downstream protocol.
+pub fn client_cluster(
+    name: &str,
+    measured: SocketAddr,
+    tls: &TlsFiles,
+    server_name: &str,
+) -> Value {
+    let mut cluster = static_cluster(name, measured);
     if let Some(c) = cluster.as_object_mut() {
         c.insert(
             "transport_socket".to_owned(),
@@ -651,10 +690,7 @@ pub fn client_bootstrap(measured: SocketAddr, tls: &TlsFiles, server_name: &str)
             }),
         );
     }
-    bootstrap::bootstrap(
-        vec![bootstrap::listener("client", routes, vec![])],
-        vec![cluster],
-    )
+    cluster
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1315,6 +1351,7 @@ pub fn render_markdown(
     micro: &Micro,
     notes: &[String],
     command: &str,
+    profile: &str,
 ) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
@@ -1487,6 +1524,14 @@ pub fn render_markdown(
         }
         let _ = writeln!(md);
     }
+
+    let _ = writeln!(
+        md,
+        "{}\n{}\n{}\n",
+        crate::profile::SECTION_START,
+        profile.trim_end(),
+        crate::profile::SECTION_END
+    );
 
     let _ = writeln!(md, "## Memory, start-up, module size\n");
     let _ = writeln!(
@@ -2196,9 +2241,14 @@ status codes: 29990 2xx, 0 3xx, 0 4xx, 10 5xx
             &Micro::new(),
             &[],
             "make bench",
+            "## Where each microsecond goes\n\nnot run\n",
         );
         assert!(md.contains("| calibration filter | 8,000 |"));
         assert!(md.contains("bench/chart.svg"));
+        assert!(md.contains(&format!(
+            "{}\n## Where each microsecond goes",
+            crate::profile::SECTION_START
+        )));
         let svg = render_svg(&r);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("native RBAC"));

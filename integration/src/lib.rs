@@ -29,6 +29,7 @@ pub mod envoy;
 pub mod grpc;
 pub mod load;
 pub mod otlp_receiver;
+pub mod profile;
 pub mod serve;
 pub mod soak;
 pub mod tls;

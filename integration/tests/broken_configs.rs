@@ -14,7 +14,6 @@ use mesh_integration::broken::{self, Case};
 use mesh_integration::client;
 use mesh_integration::envoy::{wasm, Envoy};
 
-
 fn wasm_dir() -> std::path::PathBuf {
     wasm("mesh_filters")
         .unwrap()

@@ -5,16 +5,17 @@
 //! and runs it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
+use std::time::Instant;
 
+use mesh_integration::bench::driver::{self, Driver};
 use mesh_integration::bench::{
-    self, Kind, Machine, Micro, Modules, Observed, Params, Protocol, Results, Run, Sample, Sizes,
-    Stage, Variant,
+    self, Kind, Machine, Micro, Modules, Observed, Params, Results, Run, Sizes, Stage, Variant,
 };
 use mesh_integration::bootstrap::TlsFiles;
 use mesh_integration::certs::{self, Pki};
 use mesh_integration::envoy::{self, Envoy, Options};
+use mesh_integration::profile;
 
 const USAGE: &str = "usage: bench
 
@@ -36,10 +37,13 @@ Environment:
                         bare, calibration, spiffe_identity, circuit_breaker, deadline,
                         retry_budget, trace_propagation, five_filters, suite, native_rbac,
                         native_route_timeout
+  BENCH_PROFILE         0: skip the profile (\"Where each microsecond goes\"); it runs after
+                        the configurations, with the PROFILE_* variables of `profile --help`
   ENVOY_BIN             the Envoy binary (else .venv/bin/envoy, else PATH)
 
-Needs the filters built (`make build`), the calibration filter
-(`cargo build --release --target wasm32-wasip1 -p mesh-bench-calibration`), wrk and h2load
+Needs the filters built (`make build`), the calibration filter and the profile's probe
+(`cargo build --release --target wasm32-wasip1 -p mesh-bench-calibration`, the same with
+`-p mesh-bench-probe`), wrk and h2load
 (`scripts/ensure-tools.sh wrk:wrk h2load:nghttp2-client`); `make bench` does all of it, runs the criterion
 micro-benchmarks first (their results go into BENCHMARKS.md) and retry-amplification after.";
 
@@ -66,14 +70,11 @@ fn main() -> ExitCode {
 
 /// What every configuration's run needs.
 struct Context {
-    params: Params,
     modules: Modules,
     server_tls: TlsFiles,
     client_tls: TlsFiles,
     upstream: std::net::SocketAddr,
-    pinned: bool,
-    ticks_per_second: f64,
-    scratch: PathBuf,
+    driver: Driver,
 }
 
 fn run() -> Result<(), Error> {
@@ -122,45 +123,32 @@ fn run() -> Result<(), Error> {
         })
         .collect();
 
-    let wrk = tool_version("wrk", &["-v"])
+    let wrk = driver::tool_version("wrk", &["-v"])
         .ok_or("wrk is missing: run scripts/ensure-tools.sh wrk:wrk h2load:nghttp2-client (make bench does)")?;
-    let h2load = tool_version("h2load", &["--version"])
+    let h2load = driver::tool_version("h2load", &["--version"])
         .ok_or("h2load is missing: run scripts/ensure-tools.sh wrk:wrk h2load:nghttp2-client (make bench does)")?;
 
     // Pinning, before any thread exists: this process (the upstream, the load generators' parent)
     // on core 1, every Envoy started through a wrapper on core 0.
-    let real_envoy = envoy::envoy_binary();
     let scratch = std::env::temp_dir().join(format!("mesh-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pinned = cores >= 2 && command_ok("taskset", &["-c", "0", "true"]);
-    if pinned {
-        if !command_ok(
-            "taskset",
-            &["-p", "-c", "1", &std::process::id().to_string()],
-        ) {
-            return Err("taskset could not pin this process to core 1".into());
-        }
-        let wrapper = scratch.join("envoy-core0");
-        write_wrapper(&wrapper, &real_envoy)?;
-        std::env::set_var("ENVOY_BIN", &wrapper);
-    } else {
-        let note =
-            "Not pinned: fewer than 2 cores or no taskset; Envoy and the load share the CPUs.";
+    let placement = driver::pin(&scratch)?;
+    if let Some(note) = &placement.note {
         eprintln!("bench: {note}");
-        notes.push(note.to_owned());
+        notes.push(note.clone());
     }
+    let (pinned, cores, real_envoy) = (placement.pinned, placement.cores, placement.real_envoy);
 
     let machine = Machine {
-        cpu_model: cpu_model(),
+        cpu_model: driver::cpu_model(),
         cores: format!("{cores} (available to this process)"),
-        kernel: command_output("uname", &["-srm"]).unwrap_or_else(|| "?".to_owned()),
-        envoy: command_output(&real_envoy.display().to_string(), &["--version"])
+        kernel: driver::command_output("uname", &["-srm"]).unwrap_or_else(|| "?".to_owned()),
+        envoy: driver::command_output(&real_envoy.display().to_string(), &["--version"])
             .map(|v| bench::envoy_version(&v))
             .unwrap_or_else(|| "?".to_owned()),
         wrk,
         h2load,
-        date: command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default(),
+        date: driver::command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default(),
         pinned,
     };
 
@@ -174,20 +162,22 @@ fn run() -> Result<(), Error> {
         key,
     };
 
-    let upstream = start_upstream()?;
-    let ticks_per_second = command_output("getconf", &["CLK_TCK"])
-        .and_then(|t| t.parse::<f64>().ok())
-        .filter(|t| *t > 0.0)
-        .unwrap_or(100.0);
+    let upstream = driver::start_upstream()?;
     let ctx = Context {
-        params: params.clone(),
         modules,
         server_tls: pki.envoy.clone(),
         client_tls,
         upstream,
-        pinned,
-        ticks_per_second,
-        scratch: scratch.clone(),
+        driver: Driver {
+            seconds: params.seconds,
+            warmup: params.warmup,
+            h1_connections: params.h1_connections,
+            h2_connections: params.h2_connections,
+            h2_streams: params.h2_streams,
+            pinned,
+            ticks_per_second: driver::ticks_per_second(),
+            scratch: scratch.clone(),
+        },
     };
 
     let started = Instant::now();
@@ -213,10 +203,11 @@ fn run() -> Result<(), Error> {
         results.rounds.push(runs);
     }
 
+    let section = run_profile(&ctx);
     let micro = read_micro(&root);
     let command = reproduce(&params);
     let md = bench::render_markdown(
-        &params, &machine, &results, &sizes, &micro, &notes, &command,
+        &params, &machine, &results, &sizes, &micro, &notes, &command, &section,
     );
     let svg = bench::render_svg(&results);
     std::fs::create_dir_all(root.join("bench"))?;
@@ -240,7 +231,8 @@ fn run() -> Result<(), Error> {
 fn run_configuration(ctx: &Context, kind: Kind) -> Result<Run, String> {
     let bootstrap = bench::measured_bootstrap(kind, &ctx.modules, &ctx.server_tls, ctx.upstream)?;
     let t0 = Instant::now();
-    let measured = Envoy::start_with(&bootstrap, &Options::default()).map_err(short_error)?;
+    let measured =
+        Envoy::start_with(&bootstrap, &Options::default()).map_err(driver::short_error)?;
     let startup_ms = t0.elapsed().as_secs_f64() * 1e3;
     let pid = measured.pid();
     let client = Envoy::start_with(
@@ -251,15 +243,8 @@ fn run_configuration(ctx: &Context, kind: Kind) -> Result<Run, String> {
         ),
         &Options::default(),
     )
-    .map_err(|e| format!("client Envoy: {}", short_error(e)))?;
-    if ctx.pinned
-        && !command_ok(
-            "taskset",
-            &["-a", "-p", "-c", "1", &client.pid().to_string()],
-        )
-    {
-        return Err("taskset could not move the client Envoy to core 1".to_owned());
-    }
+    .map_err(|e| format!("client Envoy: {}", driver::short_error(e)))?;
+    driver::to_load_core(ctx.driver.pinned, client.pid())?;
     let entry = client.listener("client");
 
     // The functional check: every filter visibly does its work.
@@ -286,7 +271,14 @@ fn run_configuration(ctx: &Context, kind: Kind) -> Result<Run, String> {
 
     let mut samples = std::collections::BTreeMap::new();
     for v in Variant::ALL {
-        let sample = measure(ctx, &measured, entry, v);
+        let url = format!("http://{entry}{}", v.path());
+        let sample = ctx.driver.measure(
+            &measured,
+            bench::STAT_PREFIX,
+            &url,
+            v.protocol,
+            &bench::LOAD_HEADERS,
+        );
         match &sample {
             Ok(s) => eprintln!(
                 "bench:   {:<26} {:>8.0} req/s  {:>6.1} µs/req  Envoy {:>3.0} %  p50 {:.2} ms  p99 {:.2} ms{}",
@@ -319,194 +311,40 @@ fn run_configuration(ctx: &Context, kind: Kind) -> Result<Run, String> {
     })
 }
 
-/// Counters of the measured listener: (completed, HTTP/1.1, HTTP/2).
-fn counters(measured: &Envoy) -> Result<(u64, u64, u64), String> {
-    let (_, text) = measured
-        .admin_get("/stats?filter=http.bench.downstream_rq_")
-        .map_err(|e| e.to_string())?;
-    let get = |name: &str| bench::admin_stat(&text, &format!("http.bench.{name}")).unwrap_or(0);
-    Ok((
-        get("downstream_rq_completed"),
-        get("downstream_rq_http1_total"),
-        get("downstream_rq_http2_total"),
-    ))
-}
-
-fn cpu_ticks(pid: u32) -> Result<u64, String> {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| bench::cpu_ticks(&s))
-        .ok_or_else(|| format!("cannot read /proc/{pid}/stat"))
-}
-
-/// One variant: load through the client Envoy, CPU and requests of the measured Envoy sampled
-/// around the window.
-fn measure(
-    ctx: &Context,
-    measured: &Envoy,
-    entry: std::net::SocketAddr,
-    v: Variant,
-) -> Result<Sample, String> {
-    let p = &ctx.params;
-    let url = format!("http://{entry}{}", v.path());
-    let log = ctx.scratch.join("h2load.log");
-    let mut cmd = if ctx.pinned {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "1"]);
-        c
-    } else {
-        Command::new("env")
-    };
-    match v.protocol {
-        Protocol::Http1 => {
-            // wrk takes whole seconds; it is stopped with SIGINT right after the window.
-            let seconds = (p.warmup + p.seconds).ceil() + 30.0;
-            cmd.arg("wrk")
-                .arg("-t1")
-                .arg(format!("-c{}", p.h1_connections))
-                .arg(format!("-d{seconds:.0}s"))
-                .arg("--latency");
-        }
-        Protocol::Http2 | Protocol::Grpc => {
-            let _ = std::fs::remove_file(&log);
-            cmd.arg("h2load")
-                .arg("-t1")
-                .arg(format!("-c{}", p.h2_connections))
-                .arg(format!("-m{}", p.h2_streams))
-                .arg(format!("--warm-up-time={:.0}ms", p.warmup * 1e3))
-                // The window is closed by then; the rest keeps the load on until it is.
-                .arg(format!("--duration={:.0}ms", p.seconds * 1e3 + 500.0))
-                .arg(format!("--log-file={}", log.display()));
-            if v.protocol == Protocol::Grpc {
-                // Unary calls: POST of one framed empty message, as a gRPC client sends it.
-                let message = ctx.scratch.join("grpc-message.bin");
-                std::fs::write(&message, bench::GRPC_EMPTY_MESSAGE).map_err(|e| e.to_string())?;
-                cmd.arg("-d").arg(&message).args([
-                    "-H",
-                    "content-type: application/grpc",
-                    "-H",
-                    "te: trailers",
-                ]);
-            }
+/// The profile ("Where each microsecond goes"), unless `BENCH_PROFILE=0`: its section of
+/// BENCHMARKS.md, or a line saying why there is none.
+fn run_profile(ctx: &Context) -> String {
+    let heading = "## Where each microsecond goes\n\n";
+    if std::env::var("BENCH_PROFILE").is_ok_and(|v| v.trim() == "0") {
+        return format!(
+            "{heading}Not measured in this run (`BENCH_PROFILE=0`); `cargo run --release -p \
+             mesh-integration --bin profile -- --write` measures it alone.\n"
+        );
+    }
+    let outcome = profile::Params::from_env(|k| std::env::var(k).ok()).and_then(|params| {
+        let mut modules = profile::run::modules()?;
+        modules.extend(ctx.modules.clone());
+        let setup = profile::run::Setup {
+            driver: ctx.driver.clone(),
+            modules,
+            server_tls: ctx.server_tls.clone(),
+            client_tls: ctx.client_tls.clone(),
+            upstream: ctx.upstream,
+        };
+        let p = profile::run::run(&setup, &params, &|line| eprintln!("bench: {line}"))?;
+        let command = format!(
+            "{}cargo run --release -p mesh-integration --bin profile -- --write",
+            params.env_prefix()
+        );
+        Ok(profile::report::render(&p, &command))
+    });
+    match outcome {
+        Ok(section) => section,
+        Err(e) => {
+            eprintln!("bench: the profile failed: {e}");
+            format!("{heading}The profile failed in this run: {e}\n")
         }
     }
-    for (name, value) in bench::LOAD_HEADERS {
-        cmd.arg("-H").arg(format!("{name}: {value}"));
-    }
-    cmd.arg(&url).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start the load: {e}"))?;
-    let mut load = Load(Some(child));
-
-    std::thread::sleep(Duration::from_secs_f64(p.warmup + 0.1));
-    let (n0, h1_0, h2_0) = counters(measured)?;
-    let c0 = cpu_ticks(measured.pid())?;
-    let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs_f64(p.seconds));
-    let c1 = cpu_ticks(measured.pid())?;
-    let window_s = t0.elapsed().as_secs_f64();
-    let (n1, h1_1, h2_1) = counters(measured)?;
-
-    if v.protocol == Protocol::Http1 {
-        if let Some(child) = &load.0 {
-            let _ = Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status();
-        }
-    }
-    let output = load
-        .0
-        .take()
-        .ok_or("the load generator is gone")?
-        .wait_with_output()
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let report = match v.protocol {
-        Protocol::Http1 => bench::parse_wrk(&text),
-        Protocol::Http2 | Protocol::Grpc => {
-            bench::parse_h2load(&text, &std::fs::read_to_string(&log).unwrap_or_default())
-        }
-    }
-    .map_err(|e| {
-        format!(
-            "{e}: {}{}",
-            text.trim(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        )
-    })?;
-
-    let requests = n1.saturating_sub(n0);
-    if requests == 0 {
-        return Err("no request completed in the window".to_owned());
-    }
-    // The measured Envoy must have seen the protocol under test.
-    let (h1, h2) = (h1_1.saturating_sub(h1_0), h2_1.saturating_sub(h2_0));
-    let (expected, other) = if v.protocol.is_http2() {
-        (h2, h1)
-    } else {
-        (h1, h2)
-    };
-    if other > expected {
-        return Err(format!(
-            "the measured Envoy saw {h1} HTTP/1.1 and {h2} HTTP/2 requests in an {} run",
-            v.label()
-        ));
-    }
-    Ok(Sample {
-        requests,
-        window_s,
-        cpu_us: c1.saturating_sub(c0) as f64 * 1e6 / ctx.ticks_per_second,
-        p50_ms: report.p50_ms,
-        p99_ms: report.p99_ms,
-        errors: report.errors,
-    })
-}
-
-/// A load generator that is killed (by its PID) if the run ends early.
-struct Load(Option<Child>);
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Starts the upstream on its own thread (which inherits this process's core) and returns its
-/// address.
-fn start_upstream() -> Result<std::net::SocketAddr, Error> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::Builder::new()
-        .name("upstream".to_owned())
-        .spawn(move || {
-            runtime.block_on(async move {
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => bench::serve_upstream(l).await,
-                    Err(e) => eprintln!("bench: the upstream cannot listen: {e}"),
-                }
-            });
-        })?;
-    Ok(addr)
-}
-
-/// `exec taskset -c 0 <envoy> "$@"`: the PID stays Envoy's.
-fn write_wrapper(path: &Path, envoy: &Path) -> Result<(), Error> {
-    use std::os::unix::fs::PermissionsExt;
-    let quoted = envoy.display().to_string().replace('\'', r"'\''");
-    std::fs::write(
-        path,
-        format!("#!/bin/sh\nexec taskset -c 0 '{quoted}' \"$@\"\n"),
-    )?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
-    Ok(())
 }
 
 /// The criterion results of `bench/micro` that exist.
@@ -558,66 +396,4 @@ fn reproduce(p: &Params) -> String {
         d.seconds,
         d.rounds
     )
-}
-
-fn short_error(e: envoy::Error) -> String {
-    let text = e.to_string();
-    let first = text.lines().next().unwrap_or("").to_owned();
-    let cause = text
-        .lines()
-        .rev()
-        .find(|l| l.contains("[critical]") || l.contains("[error]"))
-        .map(|l| l.chars().take(300).collect::<String>());
-    match cause {
-        Some(c) => format!("{first} {c}"),
-        None => first,
-    }
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "?".to_owned())
-}
-
-fn tool_version(tool: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(tool).args(args).output().ok()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = text
-        .lines()
-        .find(|l| !l.trim().is_empty())?
-        .trim()
-        .to_owned();
-    // "wrk 4.1.0 [epoll] Copyright (C) 2012 Will Glozer" → "wrk 4.1.0"
-    Some(
-        line.split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" "),
-    )
-}
-
-fn command_ok(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn command_output(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    (out.status.success() && !text.is_empty()).then_some(text)
 }
