@@ -18,7 +18,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
+use crate::metrics::{self, Metrics};
+pub use crate::wait::WAIT;
+pub use crate::Error;
+
+/// How long a test gives something that must *not* happen to show (see
+/// [`Envoy::settled_value`]): an `on_log` that would count a request has run well before.
+pub const SETTLE: Duration = Duration::from_millis(300);
 
 /// The workspace root (the parent of `integration/`).
 pub fn workspace_root() -> PathBuf {
@@ -212,30 +218,84 @@ impl Envoy {
         http_get(self.admin, path)
     }
 
+    /// The `/stats/prometheus` page as text.
     pub fn prometheus(&self) -> Result<String, Error> {
         Ok(self.admin_get("/stats/prometheus")?.1)
     }
 
-    /// The value of a Prometheus sample, e.g. `metric("mesh_deadline_rq_expired", &[("route", "auth")])`;
-    /// 0 when the metric has not been defined yet.
+    /// The `/stats/prometheus` page, parsed: see [`Metrics`].
+    pub fn metrics(&self) -> Result<Metrics, Error> {
+        Ok(Metrics::parse(&self.prometheus()?))
+    }
+
+    /// The value of a Prometheus sample, e.g.
+    /// `metric("mesh_deadline_rq_expired", &[("route", "auth")])`. A sample that is not on the
+    /// page is an error naming it and what is there instead (absent is not 0).
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Result<f64, Error> {
-        Ok(prometheus_value(&self.prometheus()?, name, labels).unwrap_or(0.0))
+        self.metrics()?.value(name, labels)
+    }
+
+    /// Scrapes until `check` returns a value, at most [`WAIT`]; on timeout the error names
+    /// `what` and every value the last check looked up. For something that is to happen: a
+    /// counter an `on_log` moves after the client has its response, a flush, a transition.
+    pub async fn wait_for<T>(
+        &self,
+        what: &str,
+        check: impl FnMut(&Metrics) -> Option<T>,
+    ) -> Result<T, Error> {
+        metrics::wait_for(self.admin, WAIT, what, check).await
+    }
+
+    /// [`Envoy::wait_for`] with another timeout.
+    pub async fn wait_for_within<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        check: impl FnMut(&Metrics) -> Option<T>,
+    ) -> Result<T, Error> {
+        metrics::wait_for(self.admin, timeout, what, check).await
+    }
+
+    /// Waits until the sample has exactly the value `want` (see [`Envoy::wait_for`]).
+    pub async fn wait_for_value(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        want: f64,
+    ) -> Result<(), Error> {
+        let what = format!("{name}{labels:?} = {want}");
+        self.wait_for(&what, |m| {
+            m.get(name, labels).filter(|v| *v == want).map(drop)
+        })
+        .await
+    }
+
+    /// The value of a sample after [`SETTLE`]: for what must *not* happen (a counter that
+    /// stays 0), where there is nothing to wait for. The sample must be on the page.
+    pub async fn settled_value(&self, name: &str, labels: &[(&str, &str)]) -> Result<f64, Error> {
+        tokio::time::sleep(SETTLE).await;
+        metrics::scrape(self.admin, None).await?.value(name, labels)
     }
 
     /// Connections accepted so far by each worker (`worker_0` … `worker_{concurrency-1}`),
-    /// summed over the listeners, from the admin stats.
+    /// summed over the listeners (`envoy_listener_worker_downstream_cx_total`).
     pub fn connections_per_worker(&self, workers: u32) -> Result<Vec<u64>, Error> {
-        let (_, stats) = self.admin_get("/stats?filter=downstream_cx_total")?;
-        Ok((0..workers)
+        let (_, page) =
+            self.admin_get("/stats/prometheus?filter=worker_[0-9]%2B%5C.downstream_cx_total")?;
+        let metrics = Metrics::parse(&page);
+        (0..workers)
             .map(|w| {
-                let suffix = format!(".worker_{w}.downstream_cx_total");
-                stats
-                    .lines()
-                    .filter(|l| l.starts_with("listener.") && l.contains(&suffix))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                    .sum()
+                let id = w.to_string();
+                let mut samples = metrics
+                    .samples("envoy_listener_worker_downstream_cx_total")
+                    .filter(|s| s.label("envoy_worker_id") == Some(id.as_str()))
+                    .peekable();
+                if samples.peek().is_none() {
+                    return Err(format!("no downstream_cx_total of worker {w}: {page}").into());
+                }
+                Ok(samples.map(|s| s.value as u64).sum())
             })
-            .collect())
+            .collect()
     }
 
     fn read_listeners(&self) -> Result<Vec<(String, SocketAddr)>, Error> {
@@ -356,43 +416,15 @@ pub fn dechunk(mut s: &str) -> String {
     out
 }
 
-/// Finds `name{labels...} value` in Prometheus text output. Extra labels on the sample are
-/// allowed; every label given must match.
+/// Finds `name{labels...} value` in Prometheus text output (see [`Metrics::get`]).
 pub fn prometheus_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, rest) = match series.find('{') {
-                Some(i) => (series.get(..i)?, series.get(i..)?),
-                None => (series, ""),
-            };
-            if metric != name {
-                return None;
-            }
-            let all = labels
-                .iter()
-                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-            if all {
-                value.parse().ok()
-            } else {
-                None
-            }
-        })
+    Metrics::parse(text).get(name, labels)
 }
 
-/// The sum of every sample of a metric, whatever its labels (0 when there is none).
+/// The sum of every sample of a metric, whatever its labels (0 when there is none; see
+/// [`Metrics::sum`] to tell).
 pub fn prometheus_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let metric = series.split('{').next()?;
-            (metric == name)
-                .then(|| value.parse::<f64>().ok())
-                .flatten()
-        })
-        .sum()
+    Metrics::parse(text).sum(name).unwrap_or(0.0)
 }
 
 /// A temporary directory removed on drop (kept when `KEEP_TMP` is set).
@@ -423,23 +455,5 @@ mod tempdir {
                 let _ = std::fs::remove_dir_all(&self.0);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prometheus_samples_are_found_by_name_and_labels() {
-        let text = "# TYPE mesh_deadline_rq_total counter\nmesh_deadline_rq_total{route=\"auth\"} 3\nmesh_deadline_rq_total{route=\"events\"} 5\n";
-        assert_eq!(
-            prometheus_value(text, "mesh_deadline_rq_total", &[("route", "events")]),
-            Some(5.0)
-        );
-        assert_eq!(
-            prometheus_value(text, "mesh_deadline_rq_total", &[("route", "x")]),
-            None
-        );
     }
 }

@@ -28,8 +28,13 @@ pub mod client;
 pub mod envoy;
 pub mod grpc;
 pub mod load;
+pub mod metrics;
 pub mod otlp_receiver;
 pub mod serve;
 pub mod soak;
 pub mod tls;
 pub mod upstream;
+pub mod wait;
+
+/// The error of every harness call: what failed and why, as text for the test's message.
+pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -90,10 +90,21 @@ async fn one_connection_per_worker(envoy: &Envoy, addr: SocketAddr) -> [client::
     );
 }
 
-fn state(envoy: &Envoy, route: &str) -> f64 {
+/// Waits until the route's breaker is in `state` (0 closed, 1 open, 2 half-open): transitions
+/// on a response are recorded when the stream ends, just after the client has the response.
+async fn assert_state(envoy: &Envoy, route: &str, state: f64) {
     envoy
-        .metric("mesh_circuit_breaker_state", &[("route", route)])
-        .unwrap()
+        .wait_for_value("mesh_circuit_breaker_state", &[("route", route)], state)
+        .await
+        .unwrap();
+}
+
+/// Waits until a counter of the route has the value `want`.
+async fn assert_counter(envoy: &Envoy, name: &str, route: &str, want: f64) {
+    envoy
+        .wait_for_value(name, &[("route", route)], want)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -123,25 +134,10 @@ async fn five_consecutive_503s_open_the_breaker_and_the_sixth_call_never_reaches
     assert!((29..=30).contains(&retry_after), "{retry_after}");
     assert_eq!(r.json()["error"], "circuit_open");
     assert_eq!(svc.count(), 5, "the upstream saw exactly the five failures");
-    assert_eq!(state(&envoy, "auth"), 1.0);
-    assert_eq!(
-        envoy
-            .metric("mesh_circuit_breaker_opened", &[("route", "auth")])
-            .unwrap(),
-        1.0
-    );
-    assert_eq!(
-        envoy
-            .metric("mesh_circuit_breaker_failures", &[("route", "auth")])
-            .unwrap(),
-        5.0
-    );
-    assert_eq!(
-        envoy
-            .metric("mesh_circuit_breaker_rq_rejected", &[("route", "auth")])
-            .unwrap(),
-        1.0
-    );
+    assert_state(&envoy, "auth", 1.0).await;
+    assert_counter(&envoy, "mesh_circuit_breaker_opened", "auth", 1.0).await;
+    assert_counter(&envoy, "mesh_circuit_breaker_failures", "auth", 5.0).await;
+    assert_counter(&envoy, "mesh_circuit_breaker_rq_rejected", "auth", 1.0).await;
     let log = envoy.log();
     assert_eq!(
         log.matches(
@@ -159,11 +155,13 @@ async fn probes_close_a_healed_breaker_and_a_failed_probe_doubles_the_open_time(
     let config = json!({"open_duration": "1s", "max_open_duration": "8s", "half_open_requests": 1});
     let envoy = start(config, vec![route("learner", "/", "svc")], svc.addr());
     let addr = envoy.listener("main");
-    assert_eq!(state(&envoy, "learner"), 0.0);
+    // Closed to begin with (the route's stats exist once a request went through).
+    assert_eq!(status_of(addr, "/learner/x").await.status, 200);
+    assert_state(&envoy, "learner", 0.0).await;
     for _ in 0..5 {
         status_of(addr, "/learner/x?status=503").await;
     }
-    assert_eq!(state(&envoy, "learner"), 1.0);
+    assert_state(&envoy, "learner", 1.0).await;
     assert!(rejected(&status_of(addr, "/learner/x").await));
 
     // After 1 s a probe passes; it fails, so the breaker re-opens for 2 s.
@@ -183,32 +181,19 @@ async fn probes_close_a_healed_breaker_and_a_failed_probe_doubles_the_open_time(
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let slow_probe = tokio::spawn(client::get(addr, "/learner/x?sleep_ms=800", &[]));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        state(&envoy, "learner"),
-        2.0,
-        "half-open while the probe is out"
-    );
+    // Half-open while the probe is out.
+    assert_state(&envoy, "learner", 2.0).await;
     assert!(
         rejected(&status_of(addr, "/learner/x").await),
         "one probe at a time"
     );
     assert_eq!(slow_probe.await.unwrap().unwrap().status, 200);
-    assert_eq!(state(&envoy, "learner"), 0.0);
+    assert_state(&envoy, "learner", 0.0).await;
     for _ in 0..5 {
         assert_eq!(status_of(addr, "/learner/x").await.status, 200);
     }
-    assert_eq!(
-        envoy
-            .metric("mesh_circuit_breaker_opened", &[("route", "learner")])
-            .unwrap(),
-        2.0
-    );
-    assert_eq!(
-        envoy
-            .metric("mesh_circuit_breaker_closed", &[("route", "learner")])
-            .unwrap(),
-        1.0
-    );
+    assert_counter(&envoy, "mesh_circuit_breaker_opened", "learner", 2.0).await;
+    assert_counter(&envoy, "mesh_circuit_breaker_closed", "learner", 1.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -246,7 +231,11 @@ async fn half_failures_over_minimum_requests_open_it_and_a_tenth_does_not() {
             "call {i}: 10% must not open it"
         );
     }
-    assert_eq!(state(&envoy, "tenth"), 0.0);
+    let tenth = envoy
+        .settled_value("mesh_circuit_breaker_state", &[("route", "tenth")])
+        .await
+        .unwrap();
+    assert_eq!(tenth, 0.0, "10% failures left the breaker closed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -260,12 +249,7 @@ async fn slow_calls_open_the_breaker() {
     }
     let r = status_of(addr, "/events/x").await;
     assert!(rejected(&r), "{r:?}");
-    assert_eq!(
-        envoy
-            .metric("mesh_circuit_breaker_slow_calls", &[("route", "events")])
-            .unwrap(),
-        4.0
-    );
+    assert_counter(&envoy, "mesh_circuit_breaker_slow_calls", "events", 4.0).await;
     assert!(envoy.log().contains("after slow-call rate 100%"));
 }
 
@@ -361,12 +345,10 @@ async fn routes_have_independent_breakers_and_cluster_scope_shares_one() {
         "five failures across two routes of one cluster"
     );
     assert!(rejected(&status_of(addr, "/four/x").await));
-    assert_eq!(
-        envoy
-            .metric("mesh_circuit_breaker_state", &[("cluster", "svc_b")])
-            .unwrap(),
-        1.0
-    );
+    envoy
+        .wait_for_value("mesh_circuit_breaker_state", &[("cluster", "svc_b")], 1.0)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -406,12 +388,11 @@ async fn replies_made_by_our_own_filters_are_not_counted_as_upstream_failures() 
         200,
         "ten local 504s did not open the breaker"
     );
-    assert_eq!(
-        envoy
-            .metric("mesh_circuit_breaker_failures", &[("route", "auth")])
-            .unwrap(),
-        0.0
-    );
+    let failures = envoy
+        .settled_value("mesh_circuit_breaker_failures", &[("route", "auth")])
+        .await
+        .unwrap();
+    assert_eq!(failures, 0.0, "our own 504s are not upstream failures");
     assert_eq!(svc.count(), 1);
 }
 
@@ -434,12 +415,7 @@ async fn an_upstream_cannot_hide_its_failures_behind_our_rejection_header() {
             "the upstream sent it"
         );
     }
-    assert_eq!(
-        envoy
-            .metric("mesh_circuit_breaker_failures", &[("route", "auth")])
-            .unwrap(),
-        5.0
-    );
+    assert_counter(&envoy, "mesh_circuit_breaker_failures", "auth", 5.0).await;
     let r = status_of(addr, "/auth/x").await;
     assert!(
         rejected(&r) && r.header("retry-after").is_some(),

@@ -23,13 +23,14 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use mesh_integration::certs::Leaf;
 use mesh_integration::client::{self, Response};
-use mesh_integration::envoy::{http_get, prometheus_value, workspace_root};
-use mesh_integration::{grpc, tls};
+use mesh_integration::envoy::{http_get, workspace_root};
+use mesh_integration::metrics::Metrics;
+use mesh_integration::{grpc, tls, wait};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------
@@ -128,11 +129,14 @@ fn admin(envoy: &str) -> SocketAddr {
     }
 }
 
-/// A sample of an Envoy's `/stats/prometheus` (0 when absent).
+/// A sample of an Envoy's `/stats/prometheus`; absent is a failure naming what is there (every
+/// test reads a route's metrics after a request on it, which defines them).
 fn metric(envoy: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     let (status, text) = http_get(admin(envoy), "/stats/prometheus").unwrap();
     assert_eq!(status, 200, "{envoy} /stats/prometheus");
-    prometheus_value(&text, name, labels).unwrap_or(0.0)
+    Metrics::parse(&text)
+        .value(name, labels)
+        .unwrap_or_else(|e| panic!("{envoy}: {e}"))
 }
 
 fn leaf(name: &str) -> Leaf {
@@ -172,33 +176,15 @@ fn seen_ms(echo: &Value, header: &str) -> u64 {
         .unwrap()
 }
 
-/// Runs `check` until it succeeds, at most for `timeout`; its value.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+/// Runs `check` until it succeeds, at most for `timeout`; its value (fails the test after).
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(why) if Instant::now() >= deadline => {
-                panic!("{what}: not within {timeout:?}: {why}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    wait::eventually(what, timeout, check)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A random W3C trace id.
@@ -647,7 +633,7 @@ async fn spans_from_every_hop_reach_the_receiver_under_one_trace_id() {
 
 /// The series of a PromQL query: (labels, value).
 async fn query(promql: &str) -> Result<Vec<(Value, f64)>, String> {
-    let path = format!("/api/v1/query?query={}", percent_encode(promql));
+    let path = format!("/api/v1/query?query={}", client::percent_encode(promql));
     let resp = client::get(prometheus(), &path, &[])
         .await
         .map_err(|e| e.to_string())?;

@@ -19,7 +19,8 @@ use mesh_integration::bootstrap::{
 };
 use mesh_integration::certs::{Leaf, Pki, SERVER_NAME};
 use mesh_integration::client::Response;
-use mesh_integration::envoy::{wasm, Envoy, Options};
+use mesh_integration::envoy::{wasm, Envoy, Options, SETTLE};
+use mesh_integration::metrics::Metrics;
 use mesh_integration::otlp_receiver;
 use mesh_integration::tls;
 use mesh_integration::upstream;
@@ -82,32 +83,24 @@ impl Mesh {
 
     /// The per-route counters that are not zero.
     fn counters(&self, route: &str) -> BTreeMap<&'static str, u64> {
-        let text = self.envoy.prometheus().unwrap();
-        ROUTE_METRICS
-            .iter()
-            .filter_map(|name| {
-                let v = mesh_integration::envoy::prometheus_value(&text, name, &[("route", route)])
-                    .unwrap_or(0.0) as u64;
-                (v > 0).then_some((*name, v))
-            })
-            .collect()
+        route_counters(&self.envoy.metrics().unwrap(), route)
     }
 
-    /// The route's counters once they equal `expected`, or as they are after 3 s: a stream's
-    /// end (`on_log`) may be recorded just after the client saw it.
+    /// The route's counters once they equal `expected`: a stream's end (`on_log`) may be
+    /// recorded just after the client saw it. Fails with every counter's last value.
     async fn counters_when(
         &self,
         route: &str,
         expected: &BTreeMap<&'static str, u64>,
     ) -> BTreeMap<&'static str, u64> {
-        let deadline = Instant::now() + Duration::from_secs(3);
-        loop {
-            let c = self.counters(route);
-            if &c == expected || Instant::now() > deadline {
-                return c;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let what = format!("counters of route {route} = {expected:?}");
+        self.envoy
+            .wait_for_within(Duration::from_secs(3), &what, |m| {
+                let c = route_counters(m, route);
+                (&c == expected).then_some(c)
+            })
+            .await
+            .unwrap()
     }
 
     fn global(&self, name: &str) -> u64 {
@@ -157,6 +150,20 @@ fn status(r: &Result<Response, String>) -> String {
         .to_string(),
         Err(e) => format!("error: {}", e.chars().take(80).collect::<String>()),
     }
+}
+
+/// The per-route counters of the five stages that are not zero on `route` (absent on the route
+/// counts as zero: a stage that never ran there defined none). Every name must be on the page
+/// for some route, so a misspelled one fails instead of reading as zero.
+fn route_counters(m: &Metrics, route: &str) -> BTreeMap<&'static str, u64> {
+    ROUTE_METRICS
+        .iter()
+        .filter_map(|name| {
+            assert!(m.has(name), "{}", m.absent(name, &[]));
+            let v = m.get(name, &[("route", route)]).unwrap_or(0.0) as u64;
+            (v > 0).then_some((*name, v))
+        })
+        .collect()
 }
 
 fn counters_of(pairs: &[(&'static str, u64)]) -> BTreeMap<&'static str, u64> {
@@ -317,13 +324,6 @@ async fn every_stage_follows_its_failure_policy_under_faults_and_nothing_else_br
             ("mesh_retry_budget_rq_total", 1),
         ]);
         let c = mesh.counters_when(route_name, &expected).await;
-        if c != expected {
-            tokio::time::sleep(Duration::from_secs(11)).await;
-            eprintln!(
-                "STATS {}",
-                mesh.envoy.admin_get("/stats?filter=svc_h1").unwrap().1
-            );
-        }
         assert_eq!(c, expected, "{what}");
         row(&mut rows, what, &status(&r), seen(prefix), &c);
         healthy.push(mesh.assert_healthy(what).await);
@@ -466,7 +466,12 @@ async fn every_stage_follows_its_failure_policy_under_faults_and_nothing_else_br
     let r404 = mesh.get("/ok/x?status=404", &[]).await.unwrap();
     assert_eq!(r404.status, 404);
     assert_eq!(seen("/ok/"), before_ok + 1, "only the 404 reached it");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    mesh.envoy
+        .wait_for_value("mesh_deadline_rq_expired", &[("route", "ok")], 1.0)
+        .await
+        .unwrap();
+    // Neither the local 504 nor the 404 may count as a failure: given the settle time.
+    tokio::time::sleep(SETTLE).await;
     let c = mesh.counters("ok");
     assert_eq!(c.get("mesh_deadline_rq_expired"), Some(&1));
     assert_eq!(c.get("mesh_circuit_breaker_failures"), None);

@@ -48,8 +48,21 @@ fn start(http_filters: Vec<Value>, routes: Vec<Value>, svc: SocketAddr) -> Envoy
     .unwrap()
 }
 
-fn metric(envoy: &Envoy, name: &str, route: &str) -> f64 {
-    envoy.metric(name, &[("route", route)]).unwrap()
+/// Waits until the route's counter has the value `want` (the router's retries are counted
+/// when the stream ends, just after the client has the response).
+async fn assert_counter(envoy: &Envoy, name: &str, route: &str, want: f64) {
+    envoy
+        .wait_for_value(name, &[("route", route)], want)
+        .await
+        .unwrap();
+}
+
+/// The route's counter after [`mesh_integration::envoy::SETTLE`], for what must not move.
+async fn settled(envoy: &Envoy, name: &str, route: &str) -> f64 {
+    envoy
+        .settled_value(name, &[("route", route)])
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -69,9 +82,9 @@ async fn a_transient_failure_on_every_first_attempt_still_gives_full_success() {
         assert_eq!(r.json()["attempt"], 2);
     }
     assert_eq!(svc.count(), 100, "one failed and one good attempt each");
-    assert_eq!(metric(&envoy, "mesh_retry_budget_retries", "auth"), 50.0);
+    assert_counter(&envoy, "mesh_retry_budget_retries", "auth", 50.0).await;
     assert_eq!(
-        metric(&envoy, "mesh_retry_budget_budget_exhausted", "auth"),
+        settled(&envoy, "mesh_retry_budget_budget_exhausted", "auth").await,
         0.0
     );
 }
@@ -107,7 +120,13 @@ async fn sustained_failure_is_bounded_by_the_budget_and_unbounded_without_it() {
         attempts >= requests * 1.15,
         "retries were made up to the budget: {attempts}"
     );
-    assert!(metric(&envoy, "mesh_retry_budget_budget_exhausted", "events") > requests * 0.5);
+    envoy
+        .wait_for("budget_exhausted > half the requests", |m| {
+            m.get("mesh_retry_budget_budget_exhausted", &[("route", "events")])
+                .filter(|n| *n > requests * 0.5)
+        })
+        .await
+        .unwrap();
     drop(envoy);
 
     // Without the filter, a route retry policy of 3: about 4×.
@@ -157,14 +176,14 @@ async fn an_exhausted_budget_refills_within_ttl() {
         vec![200, 200, 503, 503],
         "the floor is 1/s × 2 s = 2 retries"
     );
-    assert_eq!(
-        metric(&envoy, "mesh_retry_budget_budget_exhausted", "learner"),
-        2.0
-    );
-    assert_eq!(
-        metric(&envoy, "mesh_retry_budget_retries_available", "learner"),
-        0.0
-    );
+    assert_counter(&envoy, "mesh_retry_budget_budget_exhausted", "learner", 2.0).await;
+    assert_counter(
+        &envoy,
+        "mesh_retry_budget_retries_available",
+        "learner",
+        0.0,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(2300)).await;
     assert_eq!(
         client::get(addr, "/learner/x?fail_attempts=1", &[])
@@ -223,10 +242,7 @@ async fn grpc_unavailable_is_retried_while_the_budget_lasts_then_pushback_tells_
         .await
         .unwrap();
     assert!(ok.metadata.get("grpc-retry-pushback-ms").is_none());
-    assert_eq!(
-        metric(&envoy, "mesh_retry_budget_retries", "auth-grpc"),
-        20.0
-    );
+    assert_counter(&envoy, "mesh_retry_budget_retries", "auth-grpc", 20.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -271,10 +287,7 @@ async fn invalid_route_metadata_fails_open_to_no_retries_and_is_counted() {
         "no retries on a route whose budget config is broken"
     );
     assert_eq!(svc.count(), 1);
-    assert_eq!(
-        metric(&envoy, "mesh_retry_budget_config_error", "broken"),
-        1.0
-    );
+    assert_counter(&envoy, "mesh_retry_budget_config_error", "broken", 1.0).await;
 }
 
 /// Envoy's YAML loader turns a float inside route metadata into a string (envoy#24410): the
@@ -324,13 +337,10 @@ static_resources:
         "the first attempt failed, the retry succeeded"
     );
     assert_eq!(svc.count(), 2);
+    assert_counter(&envoy, "mesh_retry_budget_retries", "fractional", 1.0).await;
     assert_eq!(
-        metric(&envoy, "mesh_retry_budget_config_error", "fractional"),
+        settled(&envoy, "mesh_retry_budget_config_error", "fractional").await,
         0.0
-    );
-    assert_eq!(
-        metric(&envoy, "mesh_retry_budget_retries", "fractional"),
-        1.0
     );
 }
 

@@ -32,6 +32,7 @@ use mesh_integration::bootstrap::{
 };
 use mesh_integration::client;
 use mesh_integration::envoy::{wasm, workspace_root, Envoy, Options};
+use mesh_integration::metrics::Sample;
 use mesh_integration::upstream::{self, Upstream};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -187,9 +188,14 @@ fn assert_both_workers_served(envoy: &Envoy) -> Vec<u64> {
 /// Waits until the upstream's count and Envoy's counters stop moving (every `on_log` ran).
 async fn settle(envoy: &Envoy, svc: &Upstream) {
     let snapshot = || {
-        let text = envoy.prometheus().unwrap();
-        let mesh: Vec<&str> = text.lines().filter(|l| l.starts_with("mesh_")).collect();
-        (svc.count(), mesh.join("\n"))
+        let metrics = envoy.metrics().unwrap();
+        let mesh: Vec<Sample> = metrics
+            .all()
+            .iter()
+            .filter(|s| s.name.starts_with("mesh_"))
+            .cloned()
+            .collect();
+        (svc.count(), mesh)
     };
     let mut last = snapshot();
     for _ in 0..50 {
@@ -358,14 +364,16 @@ async fn the_retry_budget_ledger_stays_exact_at_saturation_and_retries_stay_with
             .unwrap();
         assert_eq!(ok.status, 200);
         let expected = r.allowed(rq_total + 1).saturating_sub(retries);
-        let mut left = u64::MAX;
-        for _ in 0..40 {
-            left = metric(&envoy, "mesh_retry_budget_retries_available", r.name);
-            if left == expected {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // The success settles when its stream ends, just after the client has it.
+        let available = [("route", r.name)];
+        let left = envoy
+            .wait_for("the ledger after the last request", |m| {
+                m.get("mesh_retry_budget_retries_available", &available)
+                    .filter(|v| *v as u64 == expected)
+            })
+            .await
+            .map(|v| v as u64)
+            .unwrap_or_else(|e| panic!("{}: {e}", r.name));
         assert_eq!(
             left,
             expected,

@@ -167,12 +167,10 @@ async fn the_demo_config_behaves_as_the_readme_says() {
         "health is exempt"
     );
 
-    assert_eq!(
-        envoy
-            .metric("mesh_deadline_rq_timeout", &[("route", "events")])
-            .unwrap(),
-        1.0
-    );
+    envoy
+        .wait_for_value("mesh_deadline_rq_timeout", &[("route", "events")], 1.0)
+        .await
+        .unwrap();
 
     // A forged identity on the plaintext listener never reaches a service.
     let r = client::get(

@@ -184,18 +184,12 @@ async fn the_demo_mesh_rules_admit_every_allowed_pair_and_refuse_every_other() {
     .unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
     assert_eq!(denied.metadata().get("x-mesh-rejected-by").unwrap(), FILTER);
-    assert_eq!(
+    for route in ["auth", "auth-grpc"] {
         envoy
-            .metric("mesh_spiffe_identity_denied", &[("route", "auth")])
-            .unwrap(),
-        1.0
-    );
-    assert_eq!(
-        envoy
-            .metric("mesh_spiffe_identity_denied", &[("route", "auth-grpc")])
-            .unwrap(),
-        1.0
-    );
+            .wait_for_value("mesh_spiffe_identity_denied", &[("route", route)], 1.0)
+            .await
+            .unwrap();
+    }
     assert!(envoy.log().contains(&format!(
         "refused on route \"learner\": {} denied by rule: no allow rule matched",
         sa("learner")
@@ -297,15 +291,14 @@ async fn broken_identities_are_refused_as_unauthenticated() {
         "no client certificate"
     );
     assert_eq!(svc.count(), 0);
-    assert_eq!(
-        envoy
-            .metric(
-                "mesh_spiffe_identity_unauthenticated",
-                &[("route", "events")]
-            )
-            .unwrap(),
-        cases.len() as f64 + 1.0
-    );
+    envoy
+        .wait_for_value(
+            "mesh_spiffe_identity_unauthenticated",
+            &[("route", "events")],
+            cases.len() as f64 + 1.0,
+        )
+        .await
+        .unwrap();
     let log = envoy.log();
     for reason in [
         "2 URI SANs",
@@ -462,12 +455,14 @@ async fn audit_mode_lets_a_disallowed_request_through_logs_it_and_counts_it() {
         Some(sa("auth").as_str()),
         "the verified ID is still forwarded"
     );
-    assert_eq!(
-        envoy
-            .metric("mesh_spiffe_identity_audit_denied", &[("route", "auth")])
-            .unwrap(),
-        1.0
-    );
+    envoy
+        .wait_for_value(
+            "mesh_spiffe_identity_audit_denied",
+            &[("route", "auth")],
+            1.0,
+        )
+        .await
+        .unwrap();
     assert!(envoy
         .log()
         .contains("audit: would refuse on route \"auth\""));
@@ -495,12 +490,14 @@ async fn invalid_route_metadata_fails_closed_and_is_counted() {
         (403, Some("identity_unverifiable"))
     );
     assert_eq!(svc.count(), 0);
-    assert_eq!(
-        envoy
-            .metric("mesh_spiffe_identity_config_error", &[("route", "broken")])
-            .unwrap(),
-        1.0
-    );
+    envoy
+        .wait_for_value(
+            "mesh_spiffe_identity_config_error",
+            &[("route", "broken")],
+            1.0,
+        )
+        .await
+        .unwrap();
 }
 
 #[test]

@@ -1109,25 +1109,13 @@ fn cert_hash(leaf: &Leaf) -> String {
 
 /// Every sample of the filter's counters: (counter, route) → value.
 fn counters(envoy: &Envoy) -> BTreeMap<(String, String), f64> {
-    let text = envoy.prometheus().unwrap();
+    let metrics = envoy.metrics().unwrap();
     let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Some(rest) = series.strip_prefix("mesh_spiffe_identity_") else {
-            continue;
-        };
-        let (name, labels) = rest.split_once('{').unwrap_or((rest, ""));
-        if !COUNTERS.contains(&name) {
-            continue;
+    for counter in COUNTERS {
+        for sample in metrics.samples(&format!("mesh_spiffe_identity_{counter}")) {
+            let route = sample.label("route").unwrap_or_default().to_string();
+            out.insert((counter.to_string(), route), sample.value);
         }
-        let route = labels
-            .split_once("route=\"")
-            .and_then(|(_, r)| r.split_once('"'))
-            .map(|(r, _)| r.to_string())
-            .unwrap_or_default();
-        out.insert((name.to_string(), route), value.parse().unwrap_or(f64::NAN));
     }
     out
 }

@@ -154,18 +154,22 @@ async fn every_stage_acts_in_one_filter_and_route_metadata_works_as_with_single_
     );
     assert_eq!(svc.requests().len(), 9, "an open breaker answers alone");
 
-    let m = |name: &str, route: &str| mesh.envoy.metric(name, &[("route", route)]).unwrap();
-    assert_eq!(m("mesh_circuit_breaker_opened", "flaky"), 1.0);
-    assert_eq!(m("mesh_retry_budget_retries", "flaky"), 6.0);
-    assert_eq!(m("mesh_spiffe_identity_denied", "orders"), 1.0);
+    for (name, route, want) in [
+        ("mesh_circuit_breaker_opened", "flaky", 1.0),
+        ("mesh_retry_budget_retries", "flaky", 6.0),
+        ("mesh_spiffe_identity_denied", "orders", 1.0),
+    ] {
+        mesh.envoy
+            .wait_for_value(name, &[("route", route)], want)
+            .await
+            .unwrap();
+    }
     // Traces started: /orders by learner, /admin by admin, the 3 failures. The two identity
     // denials and the breaker's rejection stopped the chain before the trace stage.
-    assert_eq!(
-        mesh.envoy
-            .metric("mesh_trace_propagation_started", &[])
-            .unwrap(),
-        5.0
-    );
+    mesh.envoy
+        .wait_for_value("mesh_trace_propagation_started", &[], 5.0)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

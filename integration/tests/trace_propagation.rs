@@ -203,18 +203,15 @@ async fn every_format_in_becomes_the_same_trace_in_every_format_out_with_a_new_s
             .map(str::to_string);
         assert_eq!(parent.as_deref(), Some(SPAN), "{what}: parent span");
     }
-    assert_eq!(
-        envoy
-            .metric("mesh_trace_propagation_extracted", &[("format", "b3")])
-            .unwrap(),
-        3.0
-    );
-    assert_eq!(
-        envoy
-            .metric("mesh_trace_propagation_extracted", &[("format", "jaeger")])
-            .unwrap(),
-        2.0
-    );
+    let extracted = "mesh_trace_propagation_extracted";
+    envoy
+        .wait_for_value(extracted, &[("format", "b3")], 3.0)
+        .await
+        .unwrap();
+    envoy
+        .wait_for_value(extracted, &[("format", "jaeger")], 2.0)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -276,14 +273,15 @@ async fn invalid_traceparents_start_a_new_trace_and_tracestate_goes_with_them() 
             "{what}: tracestate is dropped with its traceparent"
         );
     }
-    assert_eq!(
-        envoy.metric("mesh_trace_propagation_invalid", &[]).unwrap(),
-        invalid.len() as f64
-    );
-    assert_eq!(
-        envoy.metric("mesh_trace_propagation_started", &[]).unwrap(),
-        invalid.len() as f64
-    );
+    let n = invalid.len() as f64;
+    envoy
+        .wait_for_value("mesh_trace_propagation_invalid", &[], n)
+        .await
+        .unwrap();
+    envoy
+        .wait_for_value("mesh_trace_propagation_started", &[], n)
+        .await
+        .unwrap();
 
     // A valid one keeps its tracestate, limited to 32 members (the 129-character entry first).
     svc.clear();
@@ -322,12 +320,10 @@ async fn baggage_is_limited_and_b3_zero_is_not_sampled() {
             .count(),
         64
     );
-    assert_eq!(
-        envoy
-            .metric("mesh_trace_propagation_baggage_dropped", &[])
-            .unwrap(),
-        6.0
-    );
+    envoy
+        .wait_for_value("mesh_trace_propagation_baggage_dropped", &[], 6.0)
+        .await
+        .unwrap();
 
     svc.clear();
     client::get(addr, "/orders/1", &[("b3", "0")])
@@ -395,15 +391,14 @@ async fn response_headers_name_this_hop_and_broken_route_metadata_fails_open() {
     let rec = &svc.requests()[0];
     assert_eq!(rec.header("traceparent"), Some(incoming.as_str()));
     assert_eq!(rec.header("b3"), Some("garbage"));
-    assert_eq!(
-        envoy
-            .metric(
-                "mesh_trace_propagation_config_error",
-                &[("route", "broken")]
-            )
-            .unwrap(),
-        1.0
-    );
+    envoy
+        .wait_for_value(
+            "mesh_trace_propagation_config_error",
+            &[("route", "broken")],
+            1.0,
+        )
+        .await
+        .unwrap();
     assert!(
         envoy
             .log()
@@ -498,11 +493,9 @@ async fn two_envoys_keep_one_trace_and_export_chained_spans_with_their_attribute
     );
     assert_eq!(attr(back_span, "upstream_cluster").as_deref(), Some("svc"));
     assert!(back_span.end_unix_nano >= back_span.start_unix_nano && back_span.start_unix_nano > 0);
-    assert_eq!(
-        back.metric("mesh_trace_propagation_spans_exported", &[])
-            .unwrap(),
-        1.0
-    );
+    back.wait_for_value("mesh_trace_propagation_spans_exported", &[], 1.0)
+        .await
+        .unwrap();
 
     // A 5xx is an error span; a not-sampled request exports nothing.
     client::get(back.listener("main"), "/orders/8?status=503", &[])
@@ -516,6 +509,8 @@ async fn two_envoys_keep_one_trace_and_export_chained_spans_with_their_attribute
     .await
     .unwrap();
     assert!(receiver.wait_for_spans(3, Duration::from_secs(10)).await);
+    // Settle time for what must not come: five flush intervals (100 ms) for a span of the
+    // not-sampled request.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let spans = receiver.spans();
     assert_eq!(spans.len(), 3, "the not-sampled request exported no span");
@@ -553,19 +548,18 @@ async fn an_absent_collector_never_slows_requests_and_failed_exports_are_counted
         slowest < Duration::from_millis(200),
         "a request waited on the collector: {slowest:?}"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        envoy
-            .metric("mesh_trace_propagation_export_failed", &[])
-            .unwrap()
-            >= 1.0
-    );
-    assert_eq!(
-        envoy
-            .metric("mesh_trace_propagation_spans_exported", &[])
-            .unwrap(),
-        0.0
-    );
+    envoy
+        .wait_for("a failed export", |m| {
+            m.get("mesh_trace_propagation_export_failed", &[])
+                .filter(|n| *n >= 1.0)
+        })
+        .await
+        .unwrap();
+    let exported = envoy
+        .settled_value("mesh_trace_propagation_spans_exported", &[])
+        .await
+        .unwrap();
+    assert_eq!(exported, 0.0, "nothing reached an absent collector");
 }
 
 #[test]
