@@ -12,12 +12,14 @@
 // Test tooling: JSON values built here have the shape indexed.
 #![allow(clippy::indexing_slicing)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub use crate::client::http_get;
+/// The body of a chunked HTTP/1.1 response, joined (see [`crate::client::raw`]).
+pub use crate::client::raw::dechunk;
 use crate::metrics::{self, Metrics};
 pub use crate::wait::WAIT;
 pub use crate::Error;
@@ -371,49 +373,6 @@ fn spawn(dir: &tempdir::Dir, bootstrap: &str, opts: &Options) -> Result<Child, E
 
 fn read_log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("envoy.log")).unwrap_or_default()
-}
-
-/// A blocking HTTP/1.1 GET with `Connection: close`: (status, body).
-pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), Error> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok((status, body))
-}
-
-/// The body of a `Transfer-Encoding: chunked` HTTP/1.1 response, joined (test clients that
-/// read raw bytes).
-pub fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(rest.get(..n).unwrap_or(rest));
-        s = rest.get(n + 2..).unwrap_or("");
-    }
-    out
 }
 
 /// Finds `name{labels...} value` in Prometheus text output (see [`Metrics::get`]).

@@ -26,13 +26,11 @@ pub mod broken;
 pub mod certs;
 pub mod client;
 pub mod envoy;
-pub mod grpc;
 pub mod load;
 pub mod metrics;
 pub mod otlp_receiver;
 pub mod serve;
 pub mod soak;
-pub mod tls;
 pub mod upstream;
 pub mod wait;
 

@@ -72,7 +72,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{HeaderName, CONTENT_TYPE};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -116,6 +116,7 @@ const GRPC_UNIMPLEMENTED: u32 = 12;
 const GRPC_INTERNAL: u32 = 13;
 const GRPC_UNAVAILABLE: u32 = 14;
 
+use crate::client::grpc::frame;
 use crate::serve::{self, Body};
 
 /// One request received by the service.
@@ -854,16 +855,6 @@ pub(crate) fn first_message(body: &[u8]) -> Result<&[u8], (u32, &'static str)> {
         return Err((GRPC_UNIMPLEMENTED, "compressed messages are not supported"));
     }
     Ok(message)
-}
-
-/// One uncompressed length-prefixed gRPC message frame.
-pub(crate) fn frame(message: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(message.len() + 5);
-    out.put_u8(0);
-    // Messages over 4 GiB cannot be framed; the length saturates (never reached in tests).
-    out.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
-    out.put_slice(message);
-    out.freeze()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ use mesh_integration::bootstrap::{
     bootstrap, cluster, listener, route, wasm_filter, with_metadata,
 };
 use mesh_integration::client;
+use mesh_integration::client::grpc;
 use mesh_integration::envoy::{wasm, Envoy, Options};
-use mesh_integration::grpc;
 use mesh_integration::upstream::{self, Upstream};
 use mesh_kit::proto::google_rpc::{RetryInfo, Status};
 use prost::Message;

@@ -28,9 +28,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use mesh_integration::certs::Leaf;
 use mesh_integration::client::{self, Response};
+use mesh_integration::client::{grpc, tls::Tls};
 use mesh_integration::envoy::{http_get, workspace_root};
 use mesh_integration::metrics::Metrics;
-use mesh_integration::{grpc, tls, wait};
+use mesh_integration::wait;
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------
@@ -303,15 +304,10 @@ async fn each_sidecar_checks_the_callers_spiffe_id_on_its_container_address() {
         async move {
             let addr = SocketAddr::new(container_ip(&format!("{sidecar}-sidecar")), 15443);
             let cert = who.map(leaf);
-            tls::get(
-                addr,
-                &format!("{sidecar}-sidecar"),
-                &ca,
-                cert.as_ref(),
-                path,
-                &[],
-            )
-            .await
+            Tls::new(&format!("{sidecar}-sidecar"), &ca)
+                .presenting(cert.as_ref())
+                .get(addr, path, &[])
+                .await
         }
     };
 

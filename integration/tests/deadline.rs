@@ -12,9 +12,9 @@ use bytes::Bytes;
 use mesh_integration::bootstrap::{
     bootstrap, cluster, listener, route, wasm_filter, with_metadata,
 };
+use mesh_integration::client::grpc;
 use mesh_integration::client::{self, Proto};
 use mesh_integration::envoy::{wasm, Envoy};
-use mesh_integration::grpc;
 use mesh_integration::upstream::{self, Upstream};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -48,25 +48,13 @@ async fn grpc_h2(
     path: &str,
     metadata: &[(&str, &str)],
 ) -> (u32, client::Response) {
-    let mut headers = vec![("content-type", "application/grpc"), ("te", "trailers")];
-    headers.extend_from_slice(metadata);
-    let r = client::request(
-        addr,
-        Proto::H2c,
-        "POST",
-        path,
-        &headers,
-        Some(grpc::frame(b"x").to_vec()),
-    )
-    .await
-    .unwrap();
+    let r = client::grpc_h2(addr, path, metadata, grpc::frame(b"x").to_vec())
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "gRPC rides on HTTP 200: {r:?}");
     let status = r
-        .header("grpc-status")
-        .or(r.trailer("grpc-status"))
-        .unwrap_or_else(|| panic!("no grpc-status: {r:?}"))
-        .parse()
-        .unwrap();
+        .grpc_status()
+        .unwrap_or_else(|| panic!("no grpc-status: {r:?}"));
     (status, r)
 }
 

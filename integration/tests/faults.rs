@@ -18,11 +18,11 @@ use mesh_integration::bootstrap::{
     bootstrap, cluster, listener, route, wasm_filter, with_metadata, with_mtls,
 };
 use mesh_integration::certs::{Leaf, Pki, SERVER_NAME};
+use mesh_integration::client::tls::Tls;
 use mesh_integration::client::Response;
 use mesh_integration::envoy::{wasm, Envoy, Options, SETTLE};
 use mesh_integration::metrics::Metrics;
 use mesh_integration::otlp_receiver;
-use mesh_integration::tls;
 use mesh_integration::upstream;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -69,16 +69,11 @@ struct Mesh {
 
 impl Mesh {
     async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Result<Response, String> {
-        tls::get(
-            self.addr,
-            SERVER_NAME,
-            &self.pki.ca.cert_pem(),
-            Some(&self.client),
-            path,
-            headers,
-        )
-        .await
-        .map_err(|e| e.to_string())
+        Tls::new(SERVER_NAME, &self.pki.ca.cert_pem())
+            .presenting(Some(&self.client))
+            .get(self.addr, path, headers)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// The per-route counters that are not zero.
@@ -337,16 +332,11 @@ async fn every_stage_follows_its_failure_policy_under_faults_and_nothing_else_br
         let ca = mesh.pki.ca.cert_pem();
         let client = mesh.pki.client(&[CLIENT]).unwrap();
         async move {
-            tls::get(
-                mesh_addr,
-                SERVER_NAME,
-                &ca,
-                Some(&client),
-                "/killed/x?sleep_ms=5000",
-                &[],
-            )
-            .await
-            .map_err(|e| e.to_string())
+            Tls::new(SERVER_NAME, &ca)
+                .presenting(Some(&client))
+                .get(mesh_addr, "/killed/x?sleep_ms=5000", &[])
+                .await
+                .map_err(|e| e.to_string())
         }
     });
     assert!(victim.wait_for_count(1, Duration::from_secs(5)).await);

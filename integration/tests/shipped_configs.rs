@@ -11,8 +11,8 @@
 
 use mesh_integration::certs::Leaf;
 use mesh_integration::client;
+use mesh_integration::client::tls::Tls;
 use mesh_integration::envoy::{envoy_binary, wasm, workspace_root, Envoy, Options};
-use mesh_integration::tls;
 use mesh_integration::upstream;
 use std::process::Command;
 use std::time::Duration;
@@ -190,49 +190,39 @@ async fn the_demo_config_behaves_as_the_readme_says() {
         key_pem: std::fs::read_to_string(certs.join(format!("{name}.key"))).unwrap(),
     };
     let learner_svid = svid("learner");
-    let r = tls::get(
-        mtls,
-        "localhost",
-        &ca,
-        Some(&learner_svid),
-        "/auth/hello",
-        &[("x-spiffe-id", "spiffe://mesh.local/ns/default/sa/admin")],
-    )
-    .await
-    .unwrap();
+    let r = Tls::new("localhost", &ca)
+        .presenting(Some(&learner_svid))
+        .get(
+            mtls,
+            "/auth/hello",
+            &[("x-spiffe-id", "spiffe://mesh.local/ns/default/sa/admin")],
+        )
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.json()["headers"]["x-spiffe-id"],
         "spiffe://mesh.local/ns/default/sa/learner"
     );
     let admin_svid = svid("admin");
-    let r = tls::get(
-        mtls,
-        "localhost",
-        &ca,
-        Some(&admin_svid),
-        "/auth/hello",
-        &[],
-    )
-    .await
-    .unwrap();
+    let r = Tls::new("localhost", &ca)
+        .presenting(Some(&admin_svid))
+        .get(mtls, "/auth/hello", &[])
+        .await
+        .unwrap();
     assert_eq!(
         (r.status, r.header("x-mesh-rejected-by")),
         (403, Some("mesh.spiffe_identity"))
     );
-    let r = tls::get(
-        mtls,
-        "localhost",
-        &ca,
-        Some(&learner_svid),
-        "/learner/x",
-        &[],
-    )
-    .await
-    .unwrap();
+    let r = Tls::new("localhost", &ca)
+        .presenting(Some(&learner_svid))
+        .get(mtls, "/learner/x", &[])
+        .await
+        .unwrap();
     assert_eq!(r.status, 403, "learner may not call itself: only auth may");
     assert!(
-        tls::get(mtls, "localhost", &ca, None, "/auth/hello", &[])
+        Tls::new("localhost", &ca)
+            .get(mtls, "/auth/hello", &[])
             .await
             .is_err(),
         "no client certificate, no connection"

@@ -14,9 +14,9 @@ use mesh_integration::bootstrap::{
     bootstrap, cluster, listener, route, wasm_filter, with_metadata, with_mtls, with_upstream_tls,
 };
 use mesh_integration::certs::{Leaf, Pki, ENVOY_ID, SERVER_NAME};
+use mesh_integration::client::tls::Tls;
 use mesh_integration::client::{self, Proto};
 use mesh_integration::envoy::{wasm, Envoy};
-use mesh_integration::tls;
 use mesh_integration::upstream::{self, Upstream};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -91,19 +91,11 @@ async fn get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> client::Response {
-    tls::request(
-        envoy.listener("mtls"),
-        SERVER_NAME,
-        &pki.ca.cert_pem(),
-        who,
-        Proto::Http1,
-        "GET",
-        path,
-        headers,
-        None,
-    )
-    .await
-    .unwrap()
+    Tls::new(SERVER_NAME, &pki.ca.cert_pem())
+        .presenting(who)
+        .get(envoy.listener("mtls"), path, headers)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -129,19 +121,18 @@ async fn the_demo_mesh_rules_admit_every_allowed_pair_and_refuse_every_other() {
             } else {
                 Proto::Http1
             };
-            let r = tls::request(
-                envoy.listener("mtls"),
-                SERVER_NAME,
-                &pki.ca.cert_pem(),
-                Some(leaf),
-                proto,
-                "GET",
-                &format!("/{route}/x"),
-                &[],
-                None,
-            )
-            .await
-            .unwrap();
+            let r = Tls::new(SERVER_NAME, &pki.ca.cert_pem())
+                .presenting(Some(leaf))
+                .request(
+                    envoy.listener("mtls"),
+                    proto,
+                    "GET",
+                    &format!("/{route}/x"),
+                    &[],
+                    None,
+                )
+                .await
+                .unwrap();
             if allowed(caller, route) {
                 assert_eq!(r.status, 200, "{caller} → {route}: {}", r.text());
                 assert_eq!(
@@ -159,29 +150,27 @@ async fn the_demo_mesh_rules_admit_every_allowed_pair_and_refuse_every_other() {
     }
     // Over gRPC: allowed passes, others get PERMISSION_DENIED.
     let ca = pki.ca.cert_pem();
-    let ok = tls::grpc_unary(
-        envoy.listener("mtls"),
-        SERVER_NAME,
-        &ca,
-        Some(&callers[1].1),
-        "/mesh.demo.Auth/Check",
-        &[],
-        Bytes::from_static(b"hi"),
-    )
-    .await
-    .unwrap();
+    let ok = Tls::new(SERVER_NAME, &ca)
+        .presenting(Some(&callers[1].1))
+        .grpc_unary(
+            envoy.listener("mtls"),
+            "/mesh.demo.Auth/Check",
+            &[],
+            Bytes::from_static(b"hi"),
+        )
+        .await
+        .unwrap();
     assert_eq!(ok.message, Bytes::from_static(b"hi"));
-    let denied = tls::grpc_unary(
-        envoy.listener("mtls"),
-        SERVER_NAME,
-        &ca,
-        Some(&callers[0].1),
-        "/mesh.demo.Auth/Check",
-        &[],
-        Bytes::new(),
-    )
-    .await
-    .unwrap_err();
+    let denied = Tls::new(SERVER_NAME, &ca)
+        .presenting(Some(&callers[0].1))
+        .grpc_unary(
+            envoy.listener("mtls"),
+            "/mesh.demo.Auth/Check",
+            &[],
+            Bytes::new(),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
     assert_eq!(denied.metadata().get("x-mesh-rejected-by").unwrap(), FILTER);
     for route in ["auth", "auth-grpc"] {
@@ -358,19 +347,11 @@ async fn behind_a_front_envoy_the_back_authorizes_the_original_client_and_only_t
     let ca = pki.ca.cert_pem();
 
     let learner = pki.client(&[&sa("learner")]).unwrap();
-    let r = tls::request(
-        front.listener("front"),
-        SERVER_NAME,
-        &ca,
-        Some(&learner),
-        Proto::Http1,
-        "GET",
-        "/x",
-        &[],
-        None,
-    )
-    .await
-    .unwrap();
+    let r = Tls::new(SERVER_NAME, &ca)
+        .presenting(Some(&learner))
+        .get(front.listener("front"), "/x", &[])
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         svc.requests()[0].header("x-spiffe-id"),
@@ -378,19 +359,11 @@ async fn behind_a_front_envoy_the_back_authorizes_the_original_client_and_only_t
     );
 
     let auth = pki.client(&[&sa("auth")]).unwrap();
-    let r = tls::request(
-        front.listener("front"),
-        SERVER_NAME,
-        &ca,
-        Some(&auth),
-        Proto::Http1,
-        "GET",
-        "/x",
-        &[],
-        None,
-    )
-    .await
-    .unwrap();
+    let r = Tls::new(SERVER_NAME, &ca)
+        .presenting(Some(&auth))
+        .get(front.listener("front"), "/x", &[])
+        .await
+        .unwrap();
     assert_eq!(
         (r.status, r.json()["error"].as_str()),
         (403, Some("permission_denied"))
@@ -399,19 +372,11 @@ async fn behind_a_front_envoy_the_back_authorizes_the_original_client_and_only_t
     // A workload calling the back directly with a forged XFCC naming the trusted front: refused,
     // its connection's peer is not the front.
     let forged = [("x-forwarded-client-cert", "By=spiffe://mesh.local/ns/default/sa/envoy;Hash=00;URI=spiffe://mesh.local/ns/default/sa/learner")];
-    let r = tls::request(
-        back.listener("back"),
-        SERVER_NAME,
-        &ca,
-        Some(&auth),
-        Proto::Http1,
-        "GET",
-        "/x",
-        &forged,
-        None,
-    )
-    .await
-    .unwrap();
+    let r = Tls::new(SERVER_NAME, &ca)
+        .presenting(Some(&auth))
+        .get(back.listener("back"), "/x", &forged)
+        .await
+        .unwrap();
     assert_eq!(
         (r.status, r.json()["error"].as_str()),
         (403, Some("unauthenticated"))
@@ -422,19 +387,11 @@ async fn behind_a_front_envoy_the_back_authorizes_the_original_client_and_only_t
         cert_pem: std::fs::read_to_string(&pki.envoy.cert).unwrap(),
         key_pem: std::fs::read_to_string(&pki.envoy.key).unwrap(),
     };
-    let r = tls::request(
-        back.listener("back"),
-        SERVER_NAME,
-        &ca,
-        Some(&envoy_leaf),
-        Proto::Http1,
-        "GET",
-        "/x",
-        &untrusted,
-        None,
-    )
-    .await
-    .unwrap();
+    let r = Tls::new(SERVER_NAME, &ca)
+        .presenting(Some(&envoy_leaf))
+        .get(back.listener("back"), "/x", &untrusted)
+        .await
+        .unwrap();
     assert_eq!(
         (r.status, r.json()["error"].as_str()),
         (403, Some("unauthenticated"))

@@ -42,19 +42,18 @@ use mesh_integration::bootstrap::{
     bootstrap, cluster, listener, route, wasm_filter, with_metadata, with_mtls, with_upstream_tls,
 };
 use mesh_integration::certs::{Leaf, Pki, ENVOY_ID, SERVER_NAME};
-use mesh_integration::envoy::{dechunk, wasm, Envoy};
-use mesh_integration::tls;
+use mesh_integration::client::raw;
+use mesh_integration::client::tls::Tls;
+use mesh_integration::client::Response;
+use mesh_integration::envoy::{wasm, Envoy};
 use mesh_integration::upstream::{self, Upstream};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use std::time::Instant;
 
 const FILTER: &str = "mesh.spiffe_identity";
 const XFCC: &str = "x-forwarded-client-cert";
@@ -966,134 +965,9 @@ async fn start_mesh() -> Mesh {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// A raw HTTP/1.1 client: headers go on the wire exactly as written (case, repeats, order).
-
-struct RawResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl RawResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    fn error(&self) -> Option<String> {
-        serde_json::from_str::<Value>(&self.body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-    }
-}
-
-async fn raw_request(
-    addr: SocketAddr,
-    tls: Option<(&str, Option<&Leaf>)>,
-    path: &str,
-    headers: &[(&str, String)],
-) -> Result<RawResponse, String> {
-    let mut head = format!("GET {path} HTTP/1.1\r\nHost: mesh.local\r\n");
-    for (name, value) in headers {
-        write!(head, "{name}: {value}\r\n").unwrap();
-    }
-    head.push_str("Connection: close\r\n\r\n");
-    let call = async {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        match tls {
-            None => exchange(tcp, head.as_bytes()).await,
-            Some((ca, leaf)) => {
-                let config =
-                    tls::client_config(ca, leaf, &[tls::ALPN_HTTP1]).map_err(|e| e.to_string())?;
-                let name = ServerName::try_from(SERVER_NAME.to_string()).unwrap();
-                let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
-                exchange(stream, head.as_bytes()).await
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), call)
-        .await
-        .map_err(|_| format!("no response from {addr} in 30s"))?
-}
-
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    mut s: S,
-    request: &[u8],
-) -> Result<RawResponse, String> {
-    s.write_all(request).await.map_err(|e| e.to_string())?;
-    s.flush().await.map_err(|e| e.to_string())?;
-    // Read until the response is complete (Envoy keeps a closing connection open for a while).
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        if let Some(done) = complete(&raw) {
-            raw.truncate(done);
-            break;
-        }
-        match s.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            // A TLS peer may close without close_notify; what was read is still the response.
-            Err(e) if raw.is_empty() => return Err(format!("reading the response: {e}")),
-            Err(_) => break,
-        }
-    }
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no complete response head: {text:?}"))?;
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad status line: {head:?}"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok(RawResponse {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// The length of a complete HTTP/1.1 response at the start of `raw`, if it is complete
-/// (`content-length`, or a chunked body ended by its last chunk).
-fn complete(raw: &[u8]) -> Option<usize> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-    for line in head.split("\r\n") {
-        if let Some(n) = line.strip_prefix("content-length:") {
-            let n: usize = n.trim().parse().ok()?;
-            return (raw.len() >= end + n).then_some(end + n);
-        }
-        if line.starts_with("transfer-encoding:") && line.contains("chunked") {
-            let body = &raw[end..];
-            return body
-                .windows(5)
-                .position(|w| w == b"0\r\n\r\n")
-                .filter(|&at| at == 0 || body[..at].ends_with(b"\r\n"))
-                .map(|at| end + at + 5);
-        }
-    }
-    None
+/// The `error` of the filter's JSON reply.
+fn error(r: &Response) -> Option<String> {
+    r.json()["error"].as_str().map(str::to_string)
 }
 
 /// The SHA-256 of a certificate's DER, lowercase hex, as Envoy writes XFCC `Hash=`.
@@ -1169,7 +1043,7 @@ struct Row {
 async fn every_spoofing_attempt_is_refused_or_stripped() {
     let started = Instant::now();
     let mesh = start_mesh().await;
-    let ca = mesh.pki.ca.cert_pem();
+    let tls = Tls::new(SERVER_NAME, &mesh.pki.ca.cert_pem());
     let front_leaf = Leaf {
         cert_pem: std::fs::read_to_string(&mesh.pki.envoy.cert).unwrap(),
         key_pem: std::fs::read_to_string(&mesh.pki.envoy.key).unwrap(),
@@ -1197,8 +1071,12 @@ async fn every_spoofing_attempt_is_refused_or_stripped() {
         let route = c.at.route(c.path);
         mesh.svc.clear();
         let before = counters(envoy);
-        let tls = c.at.tls().then_some((ca.as_str(), leaf.as_ref()));
-        let response = raw_request(mesh.entry(c.at), tls, c.path, &headers).await;
+        let tls = c.at.tls().then(|| tls.presenting(leaf.as_ref()));
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        // Headers go on the wire exactly as written (case, repeats, order).
+        let response = raw::get(mesh.entry(c.at), tls.as_ref(), c.path, &headers)
+            .await
+            .map_err(|e| e.to_string());
         let after = counters(envoy);
         let seen = mesh.svc.requests();
 
@@ -1207,7 +1085,7 @@ async fn every_spoofing_attempt_is_refused_or_stripped() {
             Ok(r) => format!(
                 "{}{}",
                 r.status,
-                r.error().map(|e| format!(" {e}")).unwrap_or_default()
+                error(r).map(|e| format!(" {e}")).unwrap_or_default()
             ),
             Err(e) => {
                 problems.push(format!("request failed: {e}"));
@@ -1219,12 +1097,12 @@ async fn every_spoofing_attempt_is_refused_or_stripped() {
             match &c.expect {
                 Expect::Forwarded(_) | Expect::Audited(_) => {
                     if r.status != 200 {
-                        problems.push(format!("status {} ({}), want 200", r.status, r.body));
+                        problems.push(format!("status {} ({}), want 200", r.status, r.text()));
                     }
                 }
                 Expect::Refused(error) => {
-                    if r.status != 403 || r.error().as_deref() != Some(error) {
-                        problems.push(format!("got {} {}, want 403 {error}", r.status, r.body));
+                    if r.status != 403 || self::error(r).as_deref() != Some(error) {
+                        problems.push(format!("got {} {}, want 403 {error}", r.status, r.text()));
                     }
                     if r.header("x-mesh-rejected-by") != Some(FILTER) {
                         problems.push(format!(

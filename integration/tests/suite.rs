@@ -13,9 +13,9 @@ use mesh_integration::bootstrap::{
     bootstrap, cluster, listener, route, wasm_filter, with_metadata, with_mtls,
 };
 use mesh_integration::certs::{Leaf, Pki, SERVER_NAME};
-use mesh_integration::client::{self, Proto};
+use mesh_integration::client;
+use mesh_integration::client::tls::Tls;
 use mesh_integration::envoy::{wasm, Envoy};
-use mesh_integration::tls;
 use mesh_integration::upstream::{self, Upstream};
 use mesh_trace_propagation::formats;
 use serde_json::{json, Value};
@@ -67,19 +67,11 @@ impl Mesh {
     }
 
     async fn get(&self, who: &Leaf, path: &str) -> client::Response {
-        tls::request(
-            self.envoy.listener("mtls"),
-            SERVER_NAME,
-            &self.pki.ca.cert_pem(),
-            Some(who),
-            Proto::Http1,
-            "GET",
-            path,
-            &[],
-            None,
-        )
-        .await
-        .unwrap()
+        Tls::new(SERVER_NAME, &self.pki.ca.cert_pem())
+            .presenting(Some(who))
+            .get(self.envoy.listener("mtls"), path, &[])
+            .await
+            .unwrap()
     }
 }
 

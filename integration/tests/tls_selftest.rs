@@ -21,8 +21,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use mesh_integration::certs::{self, Ca, Leaf, LeafSpec};
+use mesh_integration::client::tls::Tls;
 use mesh_integration::client::Proto;
-use mesh_integration::tls;
 use mesh_integration::upstream;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -77,7 +77,7 @@ async fn tls_server_with(ca_pem: &str, leaf: &Leaf, backend: Backend) -> TlsServ
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .unwrap();
-    let (chain, key) = tls::identity(leaf).unwrap();
+    let (chain, key) = mesh_integration::client::tls::identity(leaf).unwrap();
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -255,19 +255,18 @@ async fn http1_and_http2_over_mtls() {
         (Proto::Http1, "HTTP/1.1", "http/1.1"),
         (Proto::H2c, "HTTP/2.0", "h2"),
     ] {
-        let resp = tls::request(
-            server.addr,
-            SERVER_NAME,
-            &ca_pem,
-            Some(&auth),
-            proto,
-            "POST",
-            "/who?x=1",
-            &[("x-test", "1")],
-            Some(b"body".to_vec()),
-        )
-        .await
-        .unwrap();
+        let resp = Tls::new(SERVER_NAME, &ca_pem)
+            .presenting(Some(&auth))
+            .request(
+                server.addr,
+                proto,
+                "POST",
+                "/who?x=1",
+                &[("x-test", "1")],
+                Some(b"body".to_vec()),
+            )
+            .await
+            .unwrap();
         assert_eq!(resp.status, 200, "{proto:?}");
         let info = resp.json();
         assert_eq!(info["version"], version, "{info}");
@@ -281,7 +280,9 @@ async fn http1_and_http2_over_mtls() {
         );
     }
 
-    let resp = tls::get(server.addr, SERVER_NAME, &ca_pem, Some(&auth), "/", &[])
+    let resp = Tls::new(SERVER_NAME, &ca_pem)
+        .presenting(Some(&auth))
+        .get(server.addr, "/", &[])
         .await
         .unwrap();
     assert_eq!(resp.json()["version"], "HTTP/1.1");
@@ -292,19 +293,10 @@ async fn client_without_certificate_is_refused() {
     let ca = Ca::new("mesh.local test CA").unwrap();
     let server = tls_server(&ca, Backend::Describe).await;
     for proto in [Proto::Http1, Proto::H2c] {
-        let err = tls::request(
-            server.addr,
-            SERVER_NAME,
-            &ca.cert_pem(),
-            None,
-            proto,
-            "GET",
-            "/",
-            &[],
-            None,
-        )
-        .await
-        .unwrap_err();
+        let err = Tls::new(SERVER_NAME, &ca.cert_pem())
+            .request(server.addr, proto, "GET", "/", &[], None)
+            .await
+            .unwrap_err();
         // TLS 1.3: the server's alert arrives once the client reads.
         let text = format!("{err:?}");
         assert!(text.contains("CertificateRequired"), "{proto:?}: {text}");
@@ -317,18 +309,10 @@ async fn certificate_from_another_ca_is_refused() {
     let other = Ca::new("other CA").unwrap();
     let server = tls_server(&ca, Backend::Describe).await;
     let stranger = svid(&other, "auth");
-    let result = tls::request(
-        server.addr,
-        SERVER_NAME,
-        &ca.cert_pem(),
-        Some(&stranger),
-        Proto::Http1,
-        "GET",
-        "/",
-        &[],
-        None,
-    )
-    .await;
+    let result = Tls::new(SERVER_NAME, &ca.cert_pem())
+        .presenting(Some(&stranger))
+        .get(server.addr, "/", &[])
+        .await;
     assert!(result.is_err(), "{result:?}");
 }
 
@@ -339,28 +323,18 @@ async fn server_is_verified_by_ca_and_name() {
     let server = tls_server(&ca, Backend::Describe).await;
     let auth = svid(&ca, "auth");
 
-    let err = tls::get(
-        server.addr,
-        "other.mesh.local",
-        &ca.cert_pem(),
-        Some(&auth),
-        "/",
-        &[],
-    )
-    .await
-    .unwrap_err();
+    let err = Tls::new("other.mesh.local", &ca.cert_pem())
+        .presenting(Some(&auth))
+        .get(server.addr, "/", &[])
+        .await
+        .unwrap_err();
     assert!(format!("{err}").contains("not valid for name"), "{err}");
 
-    let err = tls::get(
-        server.addr,
-        SERVER_NAME,
-        &other.cert_pem(),
-        Some(&auth),
-        "/",
-        &[],
-    )
-    .await
-    .unwrap_err();
+    let err = Tls::new(SERVER_NAME, &other.cert_pem())
+        .presenting(Some(&auth))
+        .get(server.addr, "/", &[])
+        .await
+        .unwrap_err();
     assert!(format!("{err}").contains("UnknownIssuer"), "{err}");
 }
 
@@ -374,17 +348,16 @@ async fn grpc_unary_over_mtls() {
     let auth = svid(&ca, "auth");
     let ca_pem = ca.cert_pem();
 
-    let reply = tls::grpc_unary(
-        server.addr,
-        SERVER_NAME,
-        &ca_pem,
-        Some(&auth),
-        ECHO,
-        &[("x-custom", "v"), ("trace-bin", "\u{1}raw")],
-        Bytes::from_static(b"\x0a\x05hello"),
-    )
-    .await
-    .unwrap();
+    let reply = Tls::new(SERVER_NAME, &ca_pem)
+        .presenting(Some(&auth))
+        .grpc_unary(
+            server.addr,
+            ECHO,
+            &[("x-custom", "v"), ("trace-bin", "\u{1}raw")],
+            Bytes::from_static(b"\x0a\x05hello"),
+        )
+        .await
+        .unwrap();
     assert_eq!(&reply.message[..], b"\x0a\x05hello");
     assert_eq!(reply.header("x-demo-service"), Some("grpc"));
     assert_eq!(reply.header("grpc-status"), Some("0"));
@@ -393,36 +366,31 @@ async fn grpc_unary_over_mtls() {
     assert_eq!(records[0].path, ECHO);
     assert_eq!(records[0].header("x-custom"), Some("v"));
 
-    let status = tls::grpc_unary(
-        server.addr,
-        SERVER_NAME,
-        &ca_pem,
-        Some(&auth),
-        ECHO,
-        &[("x-demo-grpc-status", "7")],
-        Bytes::new(),
-    )
-    .await
-    .unwrap_err();
+    let status = Tls::new(SERVER_NAME, &ca_pem)
+        .presenting(Some(&auth))
+        .grpc_unary(
+            server.addr,
+            ECHO,
+            &[("x-demo-grpc-status", "7")],
+            Bytes::new(),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
 
-    let (result, elapsed) = tls::grpc_unary_timed(
-        server.addr,
-        SERVER_NAME,
-        &ca_pem,
-        None,
-        ECHO,
-        &[],
-        Bytes::new(),
-    )
-    .await;
+    let (result, elapsed) = Tls::new(SERVER_NAME, &ca_pem)
+        .grpc_unary_timed(server.addr, ECHO, &[], Bytes::new())
+        .await;
     let status = result.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(
         status.message().contains("CertificateRequired"),
         "{status:?}"
     );
-    assert!(elapsed < mesh_integration::grpc::TIMEOUT, "{elapsed:?}");
+    assert!(
+        elapsed < mesh_integration::client::grpc::TIMEOUT,
+        "{elapsed:?}"
+    );
     assert_eq!(up.count(), 2);
 }
 
@@ -490,7 +458,9 @@ async fn every_san_case_is_issued_verbatim_and_usable() {
         }
 
         // And a TLS server sees the same URIs on the connection.
-        let resp = tls::get(server.addr, SERVER_NAME, &ca_pem, Some(&leaf), "/", &[])
+        let resp = Tls::new(SERVER_NAME, &ca_pem)
+            .presenting(Some(&leaf))
+            .get(server.addr, "/", &[])
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(resp.json()["peer_uris"], json!(uris), "{name}");
@@ -576,7 +546,9 @@ async fn demo_certs_script_makes_working_mtls_certificates() {
     for name in ["auth", "learner", "events", "admin", "envoy"] {
         let leaf = read(name);
         for server_name in [SERVER_NAME, "localhost", "127.0.0.1"] {
-            let resp = tls::get(server.addr, server_name, &ca_pem, Some(&leaf), "/", &[])
+            let resp = Tls::new(server_name, &ca_pem)
+                .presenting(Some(&leaf))
+                .get(server.addr, "/", &[])
                 .await
                 .unwrap_or_else(|e| panic!("{name} to {server_name}: {e}"));
             assert_eq!(
