@@ -29,7 +29,7 @@ pub mod envoy;
 pub mod load;
 pub mod metrics;
 pub mod otlp_receiver;
-pub mod serve;
+pub mod server;
 pub mod soak;
 pub mod upstream;
 pub mod wait;

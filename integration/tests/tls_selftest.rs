@@ -17,20 +17,17 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use mesh_integration::certs::{self, Ca, Leaf, LeafSpec};
 use mesh_integration::client::tls::Tls;
 use mesh_integration::client::Proto;
+use mesh_integration::server::{self, Server};
 use mesh_integration::upstream;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tonic::Code;
 use x509_parser::extensions::GeneralName;
@@ -47,20 +44,7 @@ enum Backend {
     Forward(SocketAddr),
 }
 
-/// A TLS server on 127.0.0.1 requiring a client certificate issued by its CA; stops on
-/// drop.
-struct TlsServer {
-    addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn tls_server(ca: &Ca, backend: Backend) -> TlsServer {
+async fn tls_server(ca: &Ca, backend: Backend) -> Server {
     let leaf = ca
         .issue(&LeafSpec::server("envoy", &[SERVER_NAME]))
         .unwrap();
@@ -68,7 +52,9 @@ async fn tls_server(ca: &Ca, backend: Backend) -> TlsServer {
 }
 
 /// Like [`tls_server`], with the given CA (for client certificates) and server identity.
-async fn tls_server_with(ca_pem: &str, leaf: &Leaf, backend: Backend) -> TlsServer {
+/// A TLS server on 127.0.0.1 requiring a client certificate issued by `ca_pem`, with this
+/// server identity; stops on drop.
+async fn tls_server_with(ca_pem: &str, leaf: &Leaf, backend: Backend) -> Server {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     roots
@@ -87,21 +73,12 @@ async fn tls_server_with(ca_pem: &str, leaf: &Leaf, backend: Backend) -> TlsServ
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(config));
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let mut connections = JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
-                    connections.spawn(serve(acceptor.clone(), stream, backend));
-                }
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            }
-        }
-    });
-    TlsServer { addr, task }
+    // The skeleton's accept loop; each connection's TLS handshake, then `backend`.
+    Server::tcp("127.0.0.1:0".parse().unwrap(), move |stream, _stop| {
+        serve(acceptor.clone(), stream, backend)
+    })
+    .await
+    .unwrap()
 }
 
 async fn serve(acceptor: TlsAcceptor, stream: TcpStream, backend: Backend) {
@@ -112,19 +89,14 @@ async fn serve(acceptor: TlsAcceptor, stream: TcpStream, backend: Backend) {
     match backend {
         Backend::Describe => {
             let info = describe(stream.get_ref().1);
-            let service = service_fn(move |request: Request<Incoming>| {
+            server::serve_connection(stream, move |request: Request<Incoming>| {
                 let mut info = info.clone();
                 info["version"] = json!(format!("{:?}", request.version()));
                 info["path"] = json!(request.uri().path());
-                async move {
-                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
-                        info.to_string(),
-                    ))))
-                }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                let response = Response::new(Full::new(Bytes::from(info.to_string())));
+                async move { server::ok(response) }
+            })
+            .await;
         }
         Backend::Forward(to) => {
             let Ok(mut upstream) = TcpStream::connect(to).await else {
@@ -258,7 +230,7 @@ async fn http1_and_http2_over_mtls() {
         let resp = Tls::new(SERVER_NAME, &ca_pem)
             .presenting(Some(&auth))
             .request(
-                server.addr,
+                server.addr(),
                 proto,
                 "POST",
                 "/who?x=1",
@@ -282,7 +254,7 @@ async fn http1_and_http2_over_mtls() {
 
     let resp = Tls::new(SERVER_NAME, &ca_pem)
         .presenting(Some(&auth))
-        .get(server.addr, "/", &[])
+        .get(server.addr(), "/", &[])
         .await
         .unwrap();
     assert_eq!(resp.json()["version"], "HTTP/1.1");
@@ -294,7 +266,7 @@ async fn client_without_certificate_is_refused() {
     let server = tls_server(&ca, Backend::Describe).await;
     for proto in [Proto::Http1, Proto::H2c] {
         let err = Tls::new(SERVER_NAME, &ca.cert_pem())
-            .request(server.addr, proto, "GET", "/", &[], None)
+            .request(server.addr(), proto, "GET", "/", &[], None)
             .await
             .unwrap_err();
         // TLS 1.3: the server's alert arrives once the client reads.
@@ -311,7 +283,7 @@ async fn certificate_from_another_ca_is_refused() {
     let stranger = svid(&other, "auth");
     let result = Tls::new(SERVER_NAME, &ca.cert_pem())
         .presenting(Some(&stranger))
-        .get(server.addr, "/", &[])
+        .get(server.addr(), "/", &[])
         .await;
     assert!(result.is_err(), "{result:?}");
 }
@@ -325,14 +297,14 @@ async fn server_is_verified_by_ca_and_name() {
 
     let err = Tls::new("other.mesh.local", &ca.cert_pem())
         .presenting(Some(&auth))
-        .get(server.addr, "/", &[])
+        .get(server.addr(), "/", &[])
         .await
         .unwrap_err();
     assert!(format!("{err}").contains("not valid for name"), "{err}");
 
     let err = Tls::new(SERVER_NAME, &other.cert_pem())
         .presenting(Some(&auth))
-        .get(server.addr, "/", &[])
+        .get(server.addr(), "/", &[])
         .await
         .unwrap_err();
     assert!(format!("{err}").contains("UnknownIssuer"), "{err}");
@@ -351,7 +323,7 @@ async fn grpc_unary_over_mtls() {
     let reply = Tls::new(SERVER_NAME, &ca_pem)
         .presenting(Some(&auth))
         .grpc_unary(
-            server.addr,
+            server.addr(),
             ECHO,
             &[("x-custom", "v"), ("trace-bin", "\u{1}raw")],
             Bytes::from_static(b"\x0a\x05hello"),
@@ -369,7 +341,7 @@ async fn grpc_unary_over_mtls() {
     let status = Tls::new(SERVER_NAME, &ca_pem)
         .presenting(Some(&auth))
         .grpc_unary(
-            server.addr,
+            server.addr(),
             ECHO,
             &[("x-demo-grpc-status", "7")],
             Bytes::new(),
@@ -379,7 +351,7 @@ async fn grpc_unary_over_mtls() {
     assert_eq!(status.code(), Code::PermissionDenied);
 
     let (result, elapsed) = Tls::new(SERVER_NAME, &ca_pem)
-        .grpc_unary_timed(server.addr, ECHO, &[], Bytes::new())
+        .grpc_unary_timed(server.addr(), ECHO, &[], Bytes::new())
         .await;
     let status = result.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
@@ -460,7 +432,7 @@ async fn every_san_case_is_issued_verbatim_and_usable() {
         // And a TLS server sees the same URIs on the connection.
         let resp = Tls::new(SERVER_NAME, &ca_pem)
             .presenting(Some(&leaf))
-            .get(server.addr, "/", &[])
+            .get(server.addr(), "/", &[])
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(resp.json()["peer_uris"], json!(uris), "{name}");
@@ -548,7 +520,7 @@ async fn demo_certs_script_makes_working_mtls_certificates() {
         for server_name in [SERVER_NAME, "localhost", "127.0.0.1"] {
             let resp = Tls::new(server_name, &ca_pem)
                 .presenting(Some(&leaf))
-                .get(server.addr, "/", &[])
+                .get(server.addr(), "/", &[])
                 .await
                 .unwrap_or_else(|e| panic!("{name} to {server_name}: {e}"));
             assert_eq!(
