@@ -36,20 +36,63 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// Path of a built filter, `target/wasm32-wasip1/release/<name>.wasm`; fails with the command to
-/// run when it has not been built.
-pub fn wasm(name: &str) -> Result<PathBuf, Error> {
+/// Path of a built filter, `target/wasm32-wasip1/release/<name>.wasm` (`$CARGO_TARGET_DIR`
+/// if set), whether it has been built or not.
+pub fn wasm_path(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
-    let path = target
+    target
         .join("wasm32-wasip1/release")
-        .join(format!("{name}.wasm"));
+        .join(format!("{name}.wasm"))
+}
+
+/// [`wasm_path`]; fails with the command to run when the module has not been built.
+pub fn wasm(name: &str) -> Result<PathBuf, Error> {
+    let path = wasm_path(name);
     if path.is_file() {
         Ok(path)
     } else {
-        Err(format!("{} is missing: run `make build` first", path.display()).into())
+        Err(missing_module(&path))
     }
+}
+
+fn missing_module(path: &Path) -> Error {
+    format!("{} is missing: run `make build` first", path.display()).into()
+}
+
+/// Every wasm module a bootstrap (YAML or JSON text) loads from a local file must be there:
+/// an Envoy that cannot read one would fail, or refuse, for a reason no test is about.
+fn check_modules(bootstrap: &str) -> Result<(), Error> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(file) = map
+                    .get("vm_config")
+                    .and_then(|c| c.pointer("/code/local/filename"))
+                    .and_then(serde_json::Value::as_str)
+                {
+                    out.push(file.to_owned());
+                }
+                map.values().for_each(|c| walk(c, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    // Text Envoy itself cannot read is Envoy's to refuse.
+    let Ok(doc) = serde_yaml::from_str::<serde_json::Value>(bootstrap) else {
+        return Ok(());
+    };
+    let mut files = Vec::new();
+    walk(&doc, &mut files);
+    for file in files {
+        let path = workspace_root().join(&file);
+        if !path.is_file() {
+            return Err(missing_module(&path));
+        }
+    }
+    Ok(())
 }
 
 pub fn envoy_binary() -> PathBuf {
@@ -339,6 +382,7 @@ impl Drop for Envoy {
 }
 
 fn spawn(dir: &tempdir::Dir, bootstrap: &str, opts: &Options) -> Result<Child, Error> {
+    check_modules(bootstrap)?;
     let config = dir.path().join("envoy.yaml");
     std::fs::write(&config, bootstrap)?;
     let bin = envoy_binary();

@@ -11,11 +11,11 @@
 
 use bytes::Bytes;
 use mesh_integration::bootstrap::{
-    bootstrap, cluster, listener, route, wasm_filter, with_metadata,
+    bootstrap, cluster, filter, listener, route, with_metadata, Plugin,
 };
 use mesh_integration::client;
 use mesh_integration::client::grpc;
-use mesh_integration::envoy::{wasm, Envoy, Options};
+use mesh_integration::envoy::{Envoy, Options};
 use mesh_integration::upstream::{self, Upstream};
 use mesh_kit::proto::google_rpc::{RetryInfo, Status};
 use prost::Message;
@@ -32,7 +32,7 @@ async fn demo(name: &str) -> Upstream {
 }
 
 fn breaker_filter(config: Value) -> Value {
-    wasm_filter(FILTER, &wasm("mesh_circuit_breaker").unwrap(), &config)
+    filter(FILTER, &config)
 }
 
 fn two_workers() -> Options {
@@ -355,15 +355,10 @@ async fn routes_have_independent_breakers_and_cluster_scope_shares_one() {
 async fn replies_made_by_our_own_filters_are_not_counted_as_upstream_failures() {
     let svc = demo("auth").await;
     // Breaker first, then the deadline filter, which rejects expired requests locally.
-    let deadline = {
-        let mut f = wasm_filter(
-            "mesh.deadline",
-            &wasm("mesh_deadline").unwrap(),
-            &json!({"timeout": "5s"}),
-        );
-        f["typed_config"]["config"]["vm_config"]["vm_id"] = json!("mesh-deadline");
-        f
-    };
+    let deadline = filter(
+        "mesh.deadline",
+        Plugin::json(&json!({"timeout": "5s"})).in_vm("mesh-deadline"),
+    );
     let b = bootstrap(
         vec![listener(
             "main",

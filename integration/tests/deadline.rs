@@ -10,11 +10,11 @@
 
 use bytes::Bytes;
 use mesh_integration::bootstrap::{
-    bootstrap, cluster, listener, route, wasm_filter, with_metadata,
+    bootstrap, cluster, filter, listener, route, with_filter_disabled, with_metadata,
 };
 use mesh_integration::client::grpc;
 use mesh_integration::client::{self, Proto};
-use mesh_integration::envoy::{wasm, Envoy};
+use mesh_integration::envoy::Envoy;
 use mesh_integration::upstream::{self, Upstream};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -29,7 +29,7 @@ async fn demo(name: &str) -> Upstream {
 }
 
 fn deadline_filter(config: Value) -> Value {
-    wasm_filter(FILTER, &wasm("mesh_deadline").unwrap(), &config)
+    filter(FILTER, &config)
 }
 
 /// One listener `main` with the deadline filter and these routes, all to cluster `svc`.
@@ -310,11 +310,7 @@ async fn each_route_gets_its_own_timeout_and_disabled_routes_are_left_alone() {
             FILTER,
             json!({"disabled": true}),
         ),
-        {
-            let mut r = route("off-native", "/off-native/", "svc");
-            r["typed_per_filter_config"] = json!({FILTER: {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": true}});
-            r
-        },
+        with_filter_disabled(route("off-native", "/off-native/", "svc"), FILTER),
         route("plugin", "/plugin/", "svc"),
     ];
     let envoy = Envoy::start(&one_service(json!({"timeout": "4s"}), routes, svc.addr())).unwrap();

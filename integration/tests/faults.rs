@@ -15,12 +15,12 @@
 )]
 
 use mesh_integration::bootstrap::{
-    bootstrap, cluster, listener, route, wasm_filter, with_metadata, with_mtls,
+    bootstrap, cluster, filter, listener, route, with_access_log, with_metadata, with_mtls,
 };
 use mesh_integration::certs::{Leaf, Pki, SERVER_NAME};
 use mesh_integration::client::tls::Tls;
 use mesh_integration::client::Response;
-use mesh_integration::envoy::{wasm, Envoy, Options, SETTLE};
+use mesh_integration::envoy::{Envoy, Options, SETTLE};
 use mesh_integration::metrics::Metrics;
 use mesh_integration::otlp_receiver;
 use mesh_integration::upstream;
@@ -216,30 +216,18 @@ async fn every_stage_follows_its_failure_policy_under_faults_and_nothing_else_br
         bad_open,
     ];
     let pki = Pki::new("faults").unwrap();
-    let mut mtls = with_mtls(
-        listener(
-            "mtls",
-            routes,
-            vec![wasm_filter(
-                "mesh",
-                &wasm("mesh_filters").unwrap(),
-                &config(),
-            )],
-        ),
+    let mtls = with_mtls(
+        listener("mtls", routes, vec![filter("mesh", &config())]),
         &pki.envoy,
         false,
         "SANITIZE_SET",
     );
     // Envoy's view of each request in its log (flushed every few seconds): response flags,
     // attempts and details per fault.
-    mtls["filter_chains"][0]["filters"][0]["typed_config"]["access_log"] = json!([{
-        "name": "envoy.access_loggers.stderr",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
-            "log_format": {"text_format_source": {"inline_string":
-                "ACCESS %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %RESPONSE_CODE_DETAILS%\n"}}
-        }
-    }]);
+    let mtls = with_access_log(
+        mtls,
+        "ACCESS %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %RESPONSE_CODE_DETAILS%\n",
+    );
     let b = bootstrap(
         vec![mtls],
         vec![

@@ -10,11 +10,11 @@
 
 use bytes::Bytes;
 use mesh_integration::bootstrap::{
-    bootstrap, cluster, listener, route, wasm_filter, with_metadata,
+    bootstrap, cluster, filter, listener, route, to_yaml, with_metadata, with_route_action,
 };
 use mesh_integration::client;
 use mesh_integration::client::grpc;
-use mesh_integration::envoy::{wasm, Envoy, Options};
+use mesh_integration::envoy::{Envoy, Options};
 use mesh_integration::load::steady_load;
 use mesh_integration::upstream::{self, Upstream};
 use serde_json::{json, Value};
@@ -30,7 +30,7 @@ async fn demo(name: &str) -> Upstream {
 }
 
 fn budget_filter(config: Value) -> Value {
-    wasm_filter(FILTER, &wasm("mesh_retry_budget").unwrap(), &config)
+    filter(FILTER, &config)
 }
 
 fn start(http_filters: Vec<Value>, routes: Vec<Value>, svc: SocketAddr) -> Envoy {
@@ -131,8 +131,11 @@ async fn sustained_failure_is_bounded_by_the_budget_and_unbounded_without_it() {
 
     // Without the filter, a route retry policy of 3: about 4×.
     let plain = demo("events").await;
-    let mut r = route("events", "/", "svc");
-    r["route"]["retry_policy"] = json!({"retry_on": "5xx", "num_retries": 3});
+    let r = with_route_action(
+        route("events", "/", "svc"),
+        "retry_policy",
+        json!({"retry_on": "5xx", "num_retries": 3}),
+    );
     let envoy = start(vec![], vec![r], plain.addr());
     let statuses = steady_load(
         envoy.listener("main"),
@@ -295,38 +298,20 @@ async fn invalid_route_metadata_fails_open_to_no_retries_and_is_counted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fractional_ratio_in_route_metadata_is_accepted_as_envoy_passes_it() {
     let svc = demo("auth").await;
-    let bootstrap_yaml = format!(
-        r#"
-admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}
-stats_config: {stats}
-static_resources:
-  clusters: [{cluster}]
-  listeners:
-  - name: main
-    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: main
-          route_config:
-            virtual_hosts:
-            - name: main
-              domains: ["*"]
-              include_request_attempt_count: true
-              routes:
-              - name: fractional
-                match: {{prefix: /}}
-                route: {{cluster: svc, timeout: 0s}}
-                metadata:
-                  filter_metadata:
-                    mesh.retry_budget: {{retry_ratio: 0.5, max_retries: 1}}
-          http_filters: [{filter}, {{name: envoy.filters.http.router, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]
-"#,
-        stats = mesh_integration::bootstrap::stats_config(),
-        cluster = cluster("svc", svc.addr(), true),
-        filter = budget_filter(json!({})),
+    // Written as YAML (block style, `retry_ratio: 0.5` a plain scalar), as an operator would.
+    let routes = vec![with_metadata(
+        route("fractional", "/", "svc"),
+        FILTER,
+        json!({"retry_ratio": 0.5, "max_retries": 1}),
+    )];
+    let bootstrap_yaml = to_yaml(&bootstrap(
+        vec![listener("main", routes, vec![budget_filter(json!({}))])],
+        vec![cluster("svc", svc.addr(), true)],
+    ))
+    .unwrap();
+    assert!(
+        bootstrap_yaml.contains("retry_ratio: 0.5"),
+        "{bootstrap_yaml}"
     );
     let envoy = Envoy::start_text(&bootstrap_yaml, &Options::default()).unwrap();
     let r = client::get(envoy.listener("main"), "/x?fail_attempts=1", &[])

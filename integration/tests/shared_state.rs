@@ -27,11 +27,9 @@
     clippy::indexing_slicing
 )]
 
-use mesh_integration::bootstrap::{
-    bootstrap, cluster, listener, route, wasm_filter, with_metadata,
-};
+use mesh_integration::bootstrap::{bootstrap, cluster, filter, listener, route, with_metadata};
 use mesh_integration::client;
-use mesh_integration::envoy::{wasm, workspace_root, Envoy, Options};
+use mesh_integration::envoy::{workspace_root, Envoy, Options};
 use mesh_integration::metrics::Sample;
 use mesh_integration::upstream::{self, Upstream};
 use serde_json::{json, Value};
@@ -268,11 +266,7 @@ async fn the_retry_budget_ledger_stays_exact_at_saturation_and_retries_stay_with
         },
     ];
     let envoy = start(
-        wasm_filter(
-            "mesh.retry_budget",
-            &wasm("mesh_retry_budget").unwrap(),
-            &json!({"retry_on": "5xx"}),
-        ),
+        filter("mesh.retry_budget", &json!({"retry_on": "5xx"})),
         routes
             .iter()
             .map(|r| {
@@ -465,11 +459,7 @@ async fn breaker_counts_and_transitions_stay_exact_at_saturation() {
         ),
     ];
     let envoy = start(
-        wasm_filter(
-            "mesh.circuit_breaker",
-            &wasm("mesh_circuit_breaker").unwrap(),
-            &json!({"open_duration": "60s"}),
-        ),
+        filter("mesh.circuit_breaker", &json!({"open_duration": "60s"})),
         routes,
         svc.addr(),
     );

@@ -11,12 +11,12 @@
 
 use bytes::Bytes;
 use mesh_integration::bootstrap::{
-    bootstrap, cluster, listener, route, wasm_filter, with_metadata, with_mtls, with_upstream_tls,
+    bootstrap, cluster, filter, listener, route, with_metadata, with_mtls, with_upstream_tls,
 };
 use mesh_integration::certs::{Leaf, Pki, ENVOY_ID, SERVER_NAME};
 use mesh_integration::client::tls::Tls;
 use mesh_integration::client::{self, Proto};
-use mesh_integration::envoy::{wasm, Envoy};
+use mesh_integration::envoy::Envoy;
 use mesh_integration::upstream::{self, Upstream};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -28,7 +28,7 @@ fn sa(name: &str) -> String {
 }
 
 fn identity_filter(config: Value) -> Value {
-    wasm_filter(FILTER, &wasm("mesh_spiffe_identity").unwrap(), &config)
+    filter(FILTER, &config)
 }
 
 async fn demo(name: &str) -> Upstream {

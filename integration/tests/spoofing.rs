@@ -39,13 +39,14 @@
 )]
 
 use mesh_integration::bootstrap::{
-    bootstrap, cluster, listener, route, wasm_filter, with_metadata, with_mtls, with_upstream_tls,
+    bootstrap, cluster, filter, listener, route, with_filter_disabled, with_forward_client_cert,
+    with_metadata, with_mtls, with_upstream_tls,
 };
 use mesh_integration::certs::{Leaf, Pki, ENVOY_ID, SERVER_NAME};
 use mesh_integration::client::raw;
 use mesh_integration::client::tls::Tls;
 use mesh_integration::client::Response;
-use mesh_integration::envoy::{wasm, Envoy};
+use mesh_integration::envoy::Envoy;
 use mesh_integration::upstream::{self, Upstream};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -856,11 +857,7 @@ enum Source {
 /// `FilterConfig{disabled: true}`, the route removing `x-spiffe-id` itself, as the filter's README
 /// asks) and `<name>` (everything else).
 fn filtered_listener(name: &str, source: Source) -> Value {
-    let mut envoy_off = route(&format!("{name}-off"), "/off/", "svc");
-    envoy_off["typed_per_filter_config"] = json!({FILTER: {
-        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
-        "disabled": true
-    }});
+    let mut envoy_off = with_filter_disabled(route(&format!("{name}-off"), "/off/", "svc"), FILTER);
     envoy_off["request_headers_to_remove"] = json!(["x-spiffe-id"]);
     let routes = vec![
         with_metadata(
@@ -871,18 +868,8 @@ fn filtered_listener(name: &str, source: Source) -> Value {
         envoy_off,
         route(name, "/", "svc"),
     ];
-    let filter = wasm_filter(
-        FILTER,
-        &wasm("mesh_spiffe_identity").unwrap(),
-        &filter_config(source),
-    );
+    let filter = filter(FILTER, &filter_config(source));
     listener(name, routes, vec![filter])
-}
-
-fn forward_client_cert(mut listener: Value, mode: &str) -> Value {
-    listener["filter_chains"][0]["filters"][0]["typed_config"]["forward_client_cert_details"] =
-        json!(mode);
-    listener
 }
 
 async fn start_mesh() -> Mesh {
@@ -895,11 +882,11 @@ async fn start_mesh() -> Mesh {
     let plain = Envoy::start(&bootstrap(
         vec![
             filtered_listener("plain", Source::Peer),
-            forward_client_cert(
+            with_forward_client_cert(
                 filtered_listener("plain-fwd", Source::Peer),
                 "ALWAYS_FORWARD_ONLY",
             ),
-            forward_client_cert(
+            with_forward_client_cert(
                 filtered_listener("plain-xfcc", Source::Xfcc),
                 "ALWAYS_FORWARD_ONLY",
             ),

@@ -10,12 +10,12 @@
 )]
 
 use mesh_integration::bootstrap::{
-    bootstrap, cluster, listener, route, wasm_filter, with_metadata, with_mtls,
+    bootstrap, cluster, filter, listener, route, with_metadata, with_mtls,
 };
 use mesh_integration::certs::{Leaf, Pki, SERVER_NAME};
 use mesh_integration::client;
 use mesh_integration::client::tls::Tls;
-use mesh_integration::envoy::{wasm, Envoy};
+use mesh_integration::envoy::Envoy;
 use mesh_integration::upstream::{self, Upstream};
 use mesh_trace_propagation::formats;
 use serde_json::{json, Value};
@@ -25,7 +25,7 @@ fn sa(name: &str) -> String {
 }
 
 fn suite(config: &Value) -> Value {
-    wasm_filter("mesh", &wasm("mesh_filters").unwrap(), config)
+    filter("mesh", config)
 }
 
 fn everything() -> Value {

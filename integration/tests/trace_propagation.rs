@@ -9,11 +9,9 @@
     clippy::indexing_slicing
 )]
 
-use mesh_integration::bootstrap::{
-    bootstrap, cluster, listener, route, wasm_filter, with_metadata,
-};
+use mesh_integration::bootstrap::{bootstrap, cluster, filter, listener, route, with_metadata};
 use mesh_integration::client;
-use mesh_integration::envoy::{wasm, Envoy};
+use mesh_integration::envoy::Envoy;
 use mesh_integration::otlp_receiver;
 use mesh_integration::upstream::{self, Record, Upstream};
 use mesh_trace_propagation::formats::{self, Sampling, SpanContext};
@@ -32,7 +30,7 @@ async fn demo(name: &str) -> Upstream {
 }
 
 fn trace_filter(config: Value) -> Value {
-    wasm_filter(FILTER, &wasm("mesh_trace_propagation").unwrap(), &config)
+    filter(FILTER, &config)
 }
 
 fn start(config: Value, svc: SocketAddr, extra_clusters: Vec<Value>) -> Envoy {
