@@ -21,6 +21,7 @@ pub use crate::client::http_get;
 /// The body of a chunked HTTP/1.1 response, joined (see [`crate::client::raw`]).
 pub use crate::client::raw::dechunk;
 use crate::metrics::{self, Metrics};
+use crate::tempdir;
 pub use crate::wait::WAIT;
 pub use crate::Error;
 
@@ -112,6 +113,16 @@ pub struct Options {
     /// Extra `--component-log-level`, e.g. `wasm:debug`.
     pub component_log_level: Option<String>,
     pub startup_timeout: Duration,
+}
+
+impl Options {
+    /// The defaults with `workers` worker threads (`--concurrency`).
+    pub fn workers(workers: u32) -> Options {
+        Options {
+            concurrency: workers,
+            ..Options::default()
+        }
+    }
 }
 
 impl Default for Options {
@@ -428,35 +439,4 @@ pub fn prometheus_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Opti
 /// [`Metrics::sum`] to tell).
 pub fn prometheus_sum(text: &str, name: &str) -> f64 {
     Metrics::parse(text).sum(name).unwrap_or(0.0)
-}
-
-/// A temporary directory removed on drop (kept when `KEEP_TMP` is set).
-mod tempdir {
-    use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    static N: AtomicU32 = AtomicU32::new(0);
-
-    pub struct Dir(PathBuf);
-
-    impl Dir {
-        pub fn new(prefix: &str) -> std::io::Result<Dir> {
-            let n = N.fetch_add(1, Ordering::SeqCst);
-            let p = std::env::temp_dir().join(format!("mesh-{prefix}-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p)?;
-            Ok(Dir(p))
-        }
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            if std::env::var_os("KEEP_TMP").is_none() {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-    }
 }

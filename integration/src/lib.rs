@@ -26,11 +26,13 @@ pub mod broken;
 pub mod certs;
 pub mod client;
 pub mod envoy;
+pub mod fixture;
 pub mod load;
 pub mod metrics;
 pub mod otlp_receiver;
 pub mod server;
 pub mod soak;
+pub mod tempdir;
 pub mod upstream;
 pub mod wait;
 

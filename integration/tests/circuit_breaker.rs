@@ -16,6 +16,7 @@ use mesh_integration::bootstrap::{
 use mesh_integration::client;
 use mesh_integration::client::grpc;
 use mesh_integration::envoy::{Envoy, Options};
+use mesh_integration::fixture;
 use mesh_integration::upstream::{self, Upstream};
 use mesh_kit::proto::google_rpc::{RetryInfo, Status};
 use prost::Message;
@@ -26,28 +27,16 @@ use std::time::Duration;
 const FILTER: &str = "mesh.circuit_breaker";
 
 async fn demo(name: &str) -> Upstream {
-    upstream::spawn(name, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    upstream::local(name).await.unwrap()
 }
 
 fn breaker_filter(config: Value) -> Value {
     filter(FILTER, &config)
 }
 
-fn two_workers() -> Options {
-    Options {
-        concurrency: 2,
-        ..Options::default()
-    }
-}
-
 fn start(config: Value, routes: Vec<Value>, svc: SocketAddr) -> Envoy {
-    let b = bootstrap(
-        vec![listener("main", routes, vec![breaker_filter(config)])],
-        vec![cluster("svc", svc, true)],
-    );
-    Envoy::start_with(&b, &two_workers()).unwrap()
+    let b = fixture::one_service(vec![breaker_filter(config)], routes, svc);
+    Envoy::start_with(&b, &Options::workers(2)).unwrap()
 }
 
 async fn status_of(addr: SocketAddr, path: &str) -> client::Response {
@@ -319,7 +308,7 @@ async fn routes_have_independent_breakers_and_cluster_scope_shares_one() {
             cluster("svc_b", b.addr(), true),
         ],
     );
-    let envoy = Envoy::start_with(&b_cfg, &two_workers()).unwrap();
+    let envoy = Envoy::start_with(&b_cfg, &Options::workers(2)).unwrap();
     let addr = envoy.listener("main");
 
     for _ in 0..5 {
@@ -367,7 +356,7 @@ async fn replies_made_by_our_own_filters_are_not_counted_as_upstream_failures() 
         )],
         vec![cluster("svc", svc.addr(), true)],
     );
-    let envoy = Envoy::start_with(&b, &two_workers()).unwrap();
+    let envoy = Envoy::start_with(&b, &Options::workers(2)).unwrap();
     let addr = envoy.listener("main");
     for _ in 0..10 {
         let r = client::get(addr, "/auth/x", &[("x-envoy-expected-rq-timeout-ms", "0")])
@@ -420,27 +409,13 @@ async fn an_upstream_cannot_hide_its_failures_behind_our_rejection_header() {
 
 #[test]
 fn invalid_breaker_configs_are_refused_and_the_log_names_the_field() {
-    let svc: SocketAddr = "127.0.0.1:9".parse().unwrap();
     for (config, field) in [
         (json!({"consecutive_failures": 0}), "consecutive_failures"),
         (json!({"failure_rate": 2}), "failure_rate"),
         (json!({"failure_on": ["5xx", "teapot"]}), "failure_on"),
         (json!({"open_duration": "60"}), "open_duration"),
     ] {
-        let b = bootstrap(
-            vec![listener(
-                "main",
-                vec![route("r", "/", "svc")],
-                vec![breaker_filter(config.clone())],
-            )],
-            vec![cluster("svc", svc, true)],
-        );
-        let refused = Envoy::refuse(&b).unwrap();
-        let line = refused
-            .log
-            .lines()
-            .find(|l| l.contains("mesh.circuit_breaker: invalid configuration"))
-            .unwrap_or_else(|| panic!("{config}: {}", refused.log));
+        let line = fixture::refusal(FILTER, &config).unwrap();
         assert!(line.contains(&format!("field `{field}`")), "{line}");
     }
 }

@@ -30,6 +30,7 @@ use mesh_integration::certs::Leaf;
 use mesh_integration::client::{self, Response};
 use mesh_integration::client::{grpc, tls::Tls};
 use mesh_integration::envoy::{http_get, workspace_root};
+use mesh_integration::fixture::sa;
 use mesh_integration::metrics::Metrics;
 use mesh_integration::wait;
 use serde_json::Value;
@@ -68,10 +69,6 @@ fn certs_dir() -> PathBuf {
 
 fn project() -> String {
     std::env::var("COMPOSE_PROJECT_NAME").unwrap_or_else(|_| "mesh-filters".to_owned())
-}
-
-fn sa(name: &str) -> String {
-    format!("spiffe://mesh.local/ns/default/sa/{name}")
 }
 
 fn docker(args: &[&str]) -> String {
@@ -142,14 +139,8 @@ fn metric(envoy: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 fn leaf(name: &str) -> Leaf {
     let dir = certs_dir().join(name);
-    let read = |file: &str| {
-        std::fs::read_to_string(dir.join(file))
-            .unwrap_or_else(|e| panic!("{}: {e} (make up makes them)", dir.join(file).display()))
-    };
-    Leaf {
-        cert_pem: read("svid.crt"),
-        key_pem: read("svid.key"),
-    }
+    Leaf::read(&dir.join("svid.crt"), &dir.join("svid.key"))
+        .unwrap_or_else(|e| panic!("{e} (make up makes them)"))
 }
 
 fn ca_pem() -> String {

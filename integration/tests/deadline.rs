@@ -15,6 +15,7 @@ use mesh_integration::bootstrap::{
 use mesh_integration::client::grpc;
 use mesh_integration::client::{self, Proto};
 use mesh_integration::envoy::Envoy;
+use mesh_integration::fixture;
 use mesh_integration::upstream::{self, Upstream};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -23,9 +24,7 @@ use std::time::Duration;
 const FILTER: &str = "mesh.deadline";
 
 async fn demo(name: &str) -> Upstream {
-    upstream::spawn(name, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    upstream::local(name).await.unwrap()
 }
 
 fn deadline_filter(config: Value) -> Value {
@@ -34,10 +33,7 @@ fn deadline_filter(config: Value) -> Value {
 
 /// One listener `main` with the deadline filter and these routes, all to cluster `svc`.
 fn one_service(config: Value, routes: Vec<Value>, svc: SocketAddr) -> Value {
-    bootstrap(
-        vec![listener("main", routes, vec![deadline_filter(config)])],
-        vec![cluster("svc", svc, true)],
-    )
+    fixture::one_service(vec![deadline_filter(config)], routes, svc)
 }
 
 /// A gRPC call over raw h2c, for calls whose `grpc-timeout` a gRPC library would also enforce on
@@ -472,25 +468,13 @@ async fn invalid_route_metadata_fails_open_with_the_plugin_config_and_is_counted
 
 #[test]
 fn invalid_plugin_configs_are_refused_and_the_log_names_the_field() {
-    let svc: SocketAddr = "127.0.0.1:9".parse().unwrap();
     for (config, field) in [
         (json!({"timeout": "5s", "timeuot": "1s"}), "timeuot"),
         (json!({"timeout": "5"}), "timeout"),
         (json!({"timeout": "-5s"}), "timeout"),
         (json!({"timeout": "5s", "min_budget": "0ms"}), "min_budget"),
     ] {
-        let refused = Envoy::refuse(&one_service(
-            config.clone(),
-            vec![route("r", "/", "svc")],
-            svc,
-        ))
-        .unwrap();
-        assert!(!refused.status.success(), "{config}");
-        let line = refused
-            .log
-            .lines()
-            .find(|l| l.contains("mesh.deadline: invalid configuration"))
-            .unwrap_or_else(|| panic!("no config error line for {config}:\n{}", refused.log));
+        let line = fixture::refusal(FILTER, &config).unwrap();
         assert!(line.contains(&format!("field `{field}`")), "{line}");
     }
 }

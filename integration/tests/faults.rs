@@ -14,19 +14,16 @@
     clippy::indexing_slicing
 )]
 
-use mesh_integration::bootstrap::{
-    bootstrap, cluster, filter, listener, route, with_access_log, with_metadata, with_mtls,
-};
-use mesh_integration::certs::{Leaf, Pki, SERVER_NAME};
-use mesh_integration::client::tls::Tls;
+use mesh_integration::bootstrap::{cluster, filter, route, with_metadata};
+use mesh_integration::certs::Leaf;
 use mesh_integration::client::Response;
-use mesh_integration::envoy::{Envoy, Options, SETTLE};
+use mesh_integration::envoy::SETTLE;
+use mesh_integration::fixture;
 use mesh_integration::metrics::Metrics;
 use mesh_integration::otlp_receiver;
 use mesh_integration::upstream;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const CLIENT: &str = "spiffe://mesh.local/ns/default/sa/client";
@@ -60,18 +57,23 @@ const ROUTE_METRICS: [&str; 13] = [
     "mesh_trace_propagation_config_error",
 ];
 
+/// The suite behind the mTLS listener, and the client every request is sent as.
 struct Mesh {
-    envoy: Envoy,
-    pki: Pki,
+    mesh: fixture::Mesh,
     client: Leaf,
-    addr: SocketAddr,
+}
+
+impl std::ops::Deref for Mesh {
+    type Target = fixture::Mesh;
+    fn deref(&self) -> &fixture::Mesh {
+        &self.mesh
+    }
 }
 
 impl Mesh {
     async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Result<Response, String> {
-        Tls::new(SERVER_NAME, &self.pki.ca.cert_pem())
-            .presenting(Some(&self.client))
-            .get(self.addr, path, headers)
+        self.mesh
+            .get(Some(&self.client), path, headers)
             .await
             .map_err(|e| e.to_string())
     }
@@ -168,22 +170,13 @@ fn counters_of(pairs: &[(&'static str, u64)]) -> BTreeMap<&'static str, u64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_stage_follows_its_failure_policy_under_faults_and_nothing_else_breaks() {
     let started = Instant::now();
-    let svc = upstream::spawn("svc", "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let victim = upstream::spawn("victim", "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let svc = upstream::local("svc").await.unwrap();
+    let victim = upstream::local("victim").await.unwrap();
     let victim_addr = victim.addr();
     // Connection refused: a loopback port that was bound once and is free again.
-    let refused: SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let refused = fixture::closed_port().unwrap();
     // The collector accepts, reads the export, and never answers.
-    let collector = otlp_receiver::spawn("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let collector = otlp_receiver::local().await.unwrap();
     collector.set_delay(Duration::from_secs(3600));
 
     let invalid_open = [
@@ -215,45 +208,27 @@ async fn every_stage_follows_its_failure_policy_under_faults_and_nothing_else_br
         ),
         bad_open,
     ];
-    let pki = Pki::new("faults").unwrap();
-    let mtls = with_mtls(
-        listener("mtls", routes, vec![filter("mesh", &config())]),
-        &pki.envoy,
-        false,
-        "SANITIZE_SET",
-    );
-    // Envoy's view of each request in its log (flushed every few seconds): response flags,
-    // attempts and details per fault.
-    let mtls = with_access_log(
-        mtls,
-        "ACCESS %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %RESPONSE_CODE_DETAILS%\n",
-    );
-    let b = bootstrap(
-        vec![mtls],
-        vec![
-            cluster("svc", svc.addr(), true),
-            cluster("svc_h1", svc.addr(), false),
-            cluster("victim", victim_addr, true),
-            cluster("refused", refused, true),
-            cluster("otlp", collector.addr(), false),
-        ],
-    );
-    let envoy = Envoy::start_with(
-        &b,
-        &Options {
-            concurrency: 2,
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    let client = pki.client(&[CLIENT]).unwrap();
-    let addr = envoy.listener("mtls");
-    let mesh = Mesh {
-        envoy,
-        pki,
-        client,
-        addr,
-    };
+    let mut mesh = fixture::Mesh::builder("faults")
+        .filter(filter("mesh", &config()))
+        .routes(routes)
+        // Envoy's view of each request in its log (flushed every few seconds): response flags,
+        // attempts and details per fault.
+        .access_log(
+            "ACCESS %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %RESPONSE_CODE_DETAILS%\n",
+        )
+        .workers(2);
+    for c in [
+        cluster("svc", svc.addr(), true),
+        cluster("svc_h1", svc.addr(), false),
+        cluster("victim", victim_addr, true),
+        cluster("refused", refused, true),
+        cluster("otlp", collector.addr(), false),
+    ] {
+        mesh = mesh.cluster(c);
+    }
+    let mesh = mesh.start().unwrap();
+    let client = mesh.client(&[CLIENT]).unwrap();
+    let mesh = Mesh { mesh, client };
     let seen = |prefix: &str| svc.count_path_prefix(prefix);
     let mut rows = Vec::new();
     let mut healthy = Vec::new();
@@ -316,13 +291,10 @@ async fn every_stage_follows_its_failure_policy_under_faults_and_nothing_else_br
     // connection closed at once): the first attempt is cut (or answered 503 by the dying
     // service), the retries find nobody listening.
     let killed = tokio::spawn({
-        let mesh_addr = mesh.addr;
-        let ca = mesh.pki.ca.cert_pem();
-        let client = mesh.pki.client(&[CLIENT]).unwrap();
+        let mesh_addr = mesh.addr();
+        let tls = mesh.tls(Some(&mesh.client));
         async move {
-            Tls::new(SERVER_NAME, &ca)
-                .presenting(Some(&client))
-                .get(mesh_addr, "/killed/x?sleep_ms=5000", &[])
+            tls.get(mesh_addr, "/killed/x?sleep_ms=5000", &[])
                 .await
                 .map_err(|e| e.to_string())
         }

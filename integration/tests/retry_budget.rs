@@ -15,6 +15,7 @@ use mesh_integration::bootstrap::{
 use mesh_integration::client;
 use mesh_integration::client::grpc;
 use mesh_integration::envoy::{Envoy, Options};
+use mesh_integration::fixture;
 use mesh_integration::load::steady_load;
 use mesh_integration::upstream::{self, Upstream};
 use serde_json::{json, Value};
@@ -24,9 +25,7 @@ use std::time::Duration;
 const FILTER: &str = "mesh.retry_budget";
 
 async fn demo(name: &str) -> Upstream {
-    upstream::spawn(name, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    upstream::local(name).await.unwrap()
 }
 
 fn budget_filter(config: Value) -> Value {
@@ -34,18 +33,8 @@ fn budget_filter(config: Value) -> Value {
 }
 
 fn start(http_filters: Vec<Value>, routes: Vec<Value>, svc: SocketAddr) -> Envoy {
-    let b = bootstrap(
-        vec![listener("main", routes, http_filters)],
-        vec![cluster("svc", svc, true)],
-    );
-    Envoy::start_with(
-        &b,
-        &Options {
-            concurrency: 2,
-            ..Options::default()
-        },
-    )
-    .unwrap()
+    let b = fixture::one_service(http_filters, routes, svc);
+    Envoy::start_with(&b, &Options::workers(2)).unwrap()
 }
 
 /// Waits until the route's counter has the value `want` (the router's retries are counted
@@ -331,26 +320,12 @@ async fn a_fractional_ratio_in_route_metadata_is_accepted_as_envoy_passes_it() {
 
 #[test]
 fn invalid_budget_configs_are_refused_and_the_log_names_the_field() {
-    let svc: SocketAddr = "127.0.0.1:9".parse().unwrap();
     for (config, field) in [
         (json!({"retry_on": "5xx,sometimes"}), "retry_on"),
         (json!({"retry_ratio": 1.5}), "retry_ratio"),
         (json!({"ttl": "10"}), "ttl"),
     ] {
-        let b = bootstrap(
-            vec![listener(
-                "main",
-                vec![route("r", "/", "svc")],
-                vec![budget_filter(config.clone())],
-            )],
-            vec![cluster("svc", svc, true)],
-        );
-        let refused = Envoy::refuse(&b).unwrap();
-        let line = refused
-            .log
-            .lines()
-            .find(|l| l.contains("mesh.retry_budget: invalid configuration"))
-            .unwrap_or_else(|| panic!("{config}: {}", refused.log));
+        let line = fixture::refusal(FILTER, &config).unwrap();
         assert!(line.contains(&format!("field `{field}`")), "{line}");
     }
 }

@@ -27,9 +27,10 @@
     clippy::indexing_slicing
 )]
 
-use mesh_integration::bootstrap::{bootstrap, cluster, filter, listener, route, with_metadata};
+use mesh_integration::bootstrap::{filter, route, with_metadata};
 use mesh_integration::client;
 use mesh_integration::envoy::{workspace_root, Envoy, Options};
+use mesh_integration::fixture;
 use mesh_integration::metrics::Sample;
 use mesh_integration::upstream::{self, Upstream};
 use serde_json::{json, Value};
@@ -150,24 +151,12 @@ async fn wrk(url: String, secs: u32) -> u64 {
 }
 
 async fn demo(name: &str) -> Upstream {
-    upstream::spawn(name, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    upstream::local(name).await.unwrap()
 }
 
 fn start(filter: Value, routes: Vec<Value>, svc: SocketAddr) -> Envoy {
-    let b = bootstrap(
-        vec![listener("main", routes, vec![filter])],
-        vec![cluster("svc", svc, true)],
-    );
-    Envoy::start_with(
-        &b,
-        &Options {
-            concurrency: WORKERS,
-            ..Options::default()
-        },
-    )
-    .unwrap()
+    let b = fixture::one_service(vec![filter], routes, svc);
+    Envoy::start_with(&b, &Options::workers(WORKERS)).unwrap()
 }
 
 fn metric(envoy: &Envoy, name: &str, route: &str) -> u64 {

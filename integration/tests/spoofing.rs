@@ -44,9 +44,9 @@ use mesh_integration::bootstrap::{
 };
 use mesh_integration::certs::{Leaf, Pki, ENVOY_ID, SERVER_NAME};
 use mesh_integration::client::raw;
-use mesh_integration::client::tls::Tls;
 use mesh_integration::client::Response;
 use mesh_integration::envoy::Envoy;
+use mesh_integration::fixture::{sa, SA_PREFIX};
 use mesh_integration::upstream::{self, Upstream};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -66,10 +66,6 @@ const COUNTERS: [&str; 5] = [
     "audit_denied",
     "config_error",
 ];
-
-fn sa(name: &str) -> String {
-    format!("spiffe://mesh.local/ns/default/sa/{name}")
-}
 
 /// Where a case is sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -874,9 +870,7 @@ fn filtered_listener(name: &str, source: Source) -> Value {
 
 async fn start_mesh() -> Mesh {
     let pki = Pki::new("spoofing").unwrap();
-    let svc = upstream::spawn("svc", "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let svc = upstream::local("svc").await.unwrap();
     let svc_cluster = || cluster("svc", svc.addr(), false);
 
     let plain = Envoy::start(&bootstrap(
@@ -995,10 +989,6 @@ fn moved(
         .collect()
 }
 
-/// A long string shortened for the table: head, `…`, and its length.
-/// The prefix of the workload IDs of the matrix, written `sa/<name>` in the table.
-const SA_PREFIX: &str = "spiffe://mesh.local/ns/default/sa/";
-
 /// A string for the table: workload IDs as `sa/<name>`, a long string cut to its head, `…` and
 /// its length.
 fn short(s: &str) -> String {
@@ -1030,11 +1020,8 @@ struct Row {
 async fn every_spoofing_attempt_is_refused_or_stripped() {
     let started = Instant::now();
     let mesh = start_mesh().await;
-    let tls = Tls::new(SERVER_NAME, &mesh.pki.ca.cert_pem());
-    let front_leaf = Leaf {
-        cert_pem: std::fs::read_to_string(&mesh.pki.envoy.cert).unwrap(),
-        key_pem: std::fs::read_to_string(&mesh.pki.envoy.key).unwrap(),
-    };
+    let tls = mesh.pki.tls();
+    let front_leaf = mesh.pki.envoy_leaf().unwrap();
     let cases = cases();
     let mut rows = Vec::new();
     let mut failures = Vec::new();

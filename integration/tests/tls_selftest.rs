@@ -8,9 +8,8 @@
 )]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,7 +19,9 @@ use hyper::body::Incoming;
 use mesh_integration::certs::{self, Ca, Leaf, LeafSpec};
 use mesh_integration::client::tls::Tls;
 use mesh_integration::client::Proto;
+use mesh_integration::fixture::sa;
 use mesh_integration::server::{self, Server};
+use mesh_integration::tempdir;
 use mesh_integration::upstream;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -142,8 +143,7 @@ fn der(pem: &str) -> Vec<u8> {
 }
 
 fn svid(ca: &Ca, name: &str) -> Leaf {
-    let id = format!("spiffe://mesh.local/ns/default/sa/{name}");
-    ca.issue(&LeafSpec::client(name, &[&id])).unwrap()
+    ca.issue(&LeafSpec::client(name, &[&sa(name)])).unwrap()
 }
 
 /// The SAN cases the identity filter's tests need: every invalid form, and valid ones.
@@ -179,30 +179,6 @@ fn san_cases() -> Vec<(&'static str, Vec<String>)> {
         ),
         ("none", vec![]),
     ]
-}
-
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(prefix: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("mesh-{prefix}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn openssl(args: &[&str]) -> String {
@@ -371,7 +347,7 @@ async fn every_san_case_is_issued_verbatim_and_usable() {
     let ca = Ca::new("mesh.local test CA").unwrap();
     let server = tls_server(&ca, Backend::Describe).await;
     let ca_pem = ca.cert_pem();
-    let dir = TempDir::new("tls-selftest");
+    let dir = tempdir::Dir::new("tls-selftest").unwrap();
     let ca_file = ca.write(dir.path()).unwrap();
     assert_eq!(ca_file, dir.path().join("ca.crt"));
 
@@ -485,7 +461,7 @@ fn leaf_spec_helpers_and_eku() {
 /// `scripts/demo-certs.sh` makes certificates that rustls (webpki) accepts both ways.
 #[tokio::test]
 async fn demo_certs_script_makes_working_mtls_certificates() {
-    let dir = TempDir::new("demo-certs");
+    let dir = tempdir::Dir::new("demo-certs").unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/demo-certs.sh");
     let run = |args: &[&str]| {
         let out = Command::new("bash")
@@ -508,9 +484,9 @@ async fn demo_certs_script_makes_working_mtls_certificates() {
     assert!(run(&[out_arg]).contains("nothing to do"));
     assert_eq!(run(&["--force", out_arg]).lines().count(), 12);
 
-    let read = |name: &str| Leaf {
-        cert_pem: std::fs::read_to_string(out_dir.join(format!("{name}.crt"))).unwrap(),
-        key_pem: std::fs::read_to_string(out_dir.join(format!("{name}.key"))).unwrap(),
+    let read = |name: &str| {
+        let file = |ext: &str| out_dir.join(format!("{name}.{ext}"));
+        Leaf::read(&file("crt"), &file("key")).unwrap()
     };
     let ca_pem = std::fs::read_to_string(out_dir.join("ca.crt")).unwrap();
     let envoy = read("envoy");
@@ -523,11 +499,7 @@ async fn demo_certs_script_makes_working_mtls_certificates() {
                 .get(server.addr(), "/", &[])
                 .await
                 .unwrap_or_else(|e| panic!("{name} to {server_name}: {e}"));
-            assert_eq!(
-                resp.json()["peer_uris"],
-                json!([format!("spiffe://mesh.local/ns/default/sa/{name}")]),
-                "{name}"
-            );
+            assert_eq!(resp.json()["peer_uris"], json!([sa(name)]), "{name}");
         }
     }
 }

@@ -12,6 +12,7 @@
 use mesh_integration::bootstrap::{bootstrap, cluster, filter, listener, route, with_metadata};
 use mesh_integration::client;
 use mesh_integration::envoy::Envoy;
+use mesh_integration::fixture;
 use mesh_integration::otlp_receiver;
 use mesh_integration::upstream::{self, Record, Upstream};
 use mesh_trace_propagation::formats::{self, Sampling, SpanContext};
@@ -24,9 +25,7 @@ const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SPAN: &str = "00f067aa0ba902b7";
 
 async fn demo(name: &str) -> Upstream {
-    upstream::spawn(name, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    upstream::local(name).await.unwrap()
 }
 
 fn trace_filter(config: Value) -> Value {
@@ -407,9 +406,7 @@ async fn response_headers_name_this_hop_and_broken_route_metadata_fails_open() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_envoys_keep_one_trace_and_export_chained_spans_with_their_attributes() {
-    let receiver = otlp_receiver::spawn("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let receiver = otlp_receiver::local().await.unwrap();
     let svc = demo("orders").await;
     let export = |service: &str| json!({"export": {"cluster": "otlp", "service_name": service, "flush_interval": "100ms"}});
     let back = start(
@@ -523,10 +520,7 @@ async fn two_envoys_keep_one_trace_and_export_chained_spans_with_their_attribute
 async fn an_absent_collector_never_slows_requests_and_failed_exports_are_counted() {
     let svc = demo("orders").await;
     // A cluster pointing at a port nobody listens on.
-    let dead: SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let dead = fixture::closed_port().unwrap();
     let config = json!({"export": {"cluster": "otlp", "flush_interval": "50ms"}});
     let envoy = start(config, svc.addr(), vec![cluster("otlp", dead, false)]);
     let addr = envoy.listener("main");
@@ -562,7 +556,6 @@ async fn an_absent_collector_never_slows_requests_and_failed_exports_are_counted
 
 #[test]
 fn invalid_trace_configs_are_refused_and_the_log_names_the_field() {
-    let svc: SocketAddr = "127.0.0.1:9".parse().unwrap();
     for (config, field) in [
         (json!({"inject": ["w3c", "zipkin"]}), "inject"),
         (json!({"sampling_ratio": 2}), "sampling_ratio"),
@@ -571,20 +564,7 @@ fn invalid_trace_configs_are_refused_and_the_log_names_the_field() {
             "export.max_batch",
         ),
     ] {
-        let b = bootstrap(
-            vec![listener(
-                "main",
-                vec![route("r", "/", "svc")],
-                vec![trace_filter(config.clone())],
-            )],
-            vec![cluster("svc", svc, true)],
-        );
-        let refused = Envoy::refuse(&b).unwrap();
-        let line = refused
-            .log
-            .lines()
-            .find(|l| l.contains("mesh.trace_propagation: invalid configuration"))
-            .unwrap_or_else(|| panic!("{config}: {}", refused.log));
+        let line = fixture::refusal(FILTER, &config).unwrap();
         assert!(line.contains(&format!("field `{field}`")), "{line}");
     }
 }
