@@ -36,6 +36,24 @@ fn one_service(config: Value, routes: Vec<Value>, svc: SocketAddr) -> Value {
     fixture::one_service(vec![deadline_filter(config)], routes, svc)
 }
 
+/// The demo service `service` behind the deadline filter (plugin configuration `plugin`) on
+/// one route `route` (prefix `/`) with this route metadata.
+async fn one_route(
+    service: &str,
+    route_name: &str,
+    metadata: Value,
+    plugin: Value,
+) -> (Upstream, Envoy) {
+    let svc = demo(service).await;
+    let routes = vec![with_metadata(
+        route(route_name, "/", "svc"),
+        FILTER,
+        metadata,
+    )];
+    let envoy = Envoy::start(&one_service(plugin, routes, svc.addr())).unwrap();
+    (svc, envoy)
+}
+
 /// A gRPC call over raw h2c, for calls whose `grpc-timeout` a gRPC library would also enforce on
 /// its own side (tonic does): what is measured here is Envoy's answer. Returns the grpc-status
 /// (from headers, trailers-only, or trailers) and the response.
@@ -71,13 +89,13 @@ fn assert_about(elapsed: Duration, expected_ms: u64, tolerance_ms: u64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_two_second_route_cuts_a_three_second_upstream_over_http_and_grpc() {
-    let svc = demo("events").await;
-    let routes = vec![with_metadata(
-        route("events", "/", "svc"),
-        FILTER,
+    let (_svc, envoy) = one_route(
+        "events",
+        "events",
         json!({"timeout": "2s"}),
-    )];
-    let envoy = Envoy::start(&one_service(json!({"timeout": "15s"}), routes, svc.addr())).unwrap();
+        json!({"timeout": "15s"}),
+    )
+    .await;
     let addr = envoy.listener("main");
 
     let (http1, h2) = tokio::join!(
@@ -127,13 +145,13 @@ async fn a_two_second_route_cuts_a_three_second_upstream_over_http_and_grpc() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_callers_grpc_timeout_shrinks_the_budget_and_is_propagated() {
-    let svc = demo("auth").await;
-    let routes = vec![with_metadata(
-        route("auth", "/", "svc"),
-        FILTER,
+    let (svc, envoy) = one_route(
+        "auth",
+        "auth",
         json!({"timeout": "5s"}),
-    )];
-    let envoy = Envoy::start(&one_service(json!({"timeout": "15s"}), routes, svc.addr())).unwrap();
+        json!({"timeout": "15s"}),
+    )
+    .await;
     let addr = envoy.listener("main");
 
     let reply = grpc::unary(
@@ -248,13 +266,13 @@ async fn the_back_envoys_budget_is_the_front_envoys_remainder() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_deadline_is_rejected_on_arrival_and_never_reaches_the_upstream() {
-    let svc = demo("auth").await;
-    let routes = vec![with_metadata(
-        route("auth", "/", "svc"),
-        FILTER,
+    let (svc, envoy) = one_route(
+        "auth",
+        "auth",
         json!({"timeout": "5s"}),
-    )];
-    let envoy = Envoy::start(&one_service(json!({"timeout": "15s"}), routes, svc.addr())).unwrap();
+        json!({"timeout": "15s"}),
+    )
+    .await;
     let addr = envoy.listener("main");
     let auth = [("route", "auth")];
 
@@ -355,13 +373,13 @@ async fn each_route_gets_its_own_timeout_and_disabled_routes_are_left_alone() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_deadline_headers_are_ignored_and_counted() {
-    let svc = demo("auth").await;
-    let routes = vec![with_metadata(
-        route("auth", "/", "svc"),
-        FILTER,
+    let (svc, envoy) = one_route(
+        "auth",
+        "auth",
         json!({"timeout": "5s"}),
-    )];
-    let envoy = Envoy::start(&one_service(json!({"timeout": "15s"}), routes, svc.addr())).unwrap();
+        json!({"timeout": "15s"}),
+    )
+    .await;
     let addr = envoy.listener("main");
 
     for bad in ["abc", "123456789S", "-5S", "5", ""] {
@@ -398,13 +416,13 @@ async fn malformed_deadline_headers_are_ignored_and_counted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn client_sent_router_timeouts_cannot_extend_the_budget() {
-    let svc = demo("auth").await;
-    let routes = vec![with_metadata(
-        route("auth", "/", "svc"),
-        FILTER,
+    let (svc, envoy) = one_route(
+        "auth",
+        "auth",
         json!({"timeout": "300ms", "per_try_timeout": "10s"}),
-    )];
-    let envoy = Envoy::start(&one_service(json!({"timeout": "15s"}), routes, svc.addr())).unwrap();
+        json!({"timeout": "15s"}),
+    )
+    .await;
     let addr = envoy.listener("main");
     let headers = [
         ("x-envoy-upstream-rq-timeout-ms", "60000"),
@@ -430,18 +448,13 @@ async fn client_sent_router_timeouts_cannot_extend_the_budget() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_route_metadata_fails_open_with_the_plugin_config_and_is_counted() {
-    let svc = demo("auth").await;
-    let routes = vec![with_metadata(
-        route("broken", "/", "svc"),
-        FILTER,
+    let (svc, envoy) = one_route(
+        "auth",
+        "broken",
         json!({"timeout": "5"}),
-    )];
-    let envoy = Envoy::start(&one_service(
         json!({"timeout": "700ms"}),
-        routes,
-        svc.addr(),
-    ))
-    .unwrap();
+    )
+    .await;
     let addr = envoy.listener("main");
     for _ in 0..3 {
         let r = client::get(addr, "/x", &[]).await.unwrap();
