@@ -17,7 +17,7 @@ use mesh_integration::client;
 use mesh_integration::client::grpc;
 use mesh_integration::envoy::{Envoy, Options};
 use mesh_integration::fixture;
-use mesh_integration::upstream::{self, Upstream};
+use mesh_integration::upstream;
 use mesh_kit::proto::google_rpc::{RetryInfo, Status};
 use prost::Message;
 use serde_json::{json, Value};
@@ -26,16 +26,8 @@ use std::time::Duration;
 
 const FILTER: &str = "mesh.circuit_breaker";
 
-async fn demo(name: &str) -> Upstream {
-    upstream::local(name).await.unwrap()
-}
-
-fn breaker_filter(config: Value) -> Value {
-    filter(FILTER, &config)
-}
-
 fn start(config: Value, routes: Vec<Value>, svc: SocketAddr) -> Envoy {
-    let b = fixture::one_service(vec![breaker_filter(config)], routes, svc);
+    let b = fixture::one_service(vec![filter(FILTER, &config)], routes, svc);
     Envoy::start_with(&b, &Options::workers(2)).unwrap()
 }
 
@@ -98,7 +90,7 @@ async fn assert_counter(envoy: &Envoy, name: &str, route: &str, want: f64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn five_consecutive_503s_open_the_breaker_and_the_sixth_call_never_reaches_the_upstream() {
-    let svc = demo("auth").await;
+    let svc = upstream::local("auth").await.unwrap();
     let envoy = start(
         json!({"open_duration": "30s"}),
         vec![route("auth", "/", "svc")],
@@ -140,7 +132,7 @@ async fn five_consecutive_503s_open_the_breaker_and_the_sixth_call_never_reaches
 
 #[tokio::test(flavor = "multi_thread")]
 async fn probes_close_a_healed_breaker_and_a_failed_probe_doubles_the_open_time() {
-    let svc = demo("learner").await;
+    let svc = upstream::local("learner").await.unwrap();
     let config = json!({"open_duration": "1s", "max_open_duration": "8s", "half_open_requests": 1});
     let envoy = start(config, vec![route("learner", "/", "svc")], svc.addr());
     let addr = envoy.listener("main");
@@ -187,7 +179,7 @@ async fn probes_close_a_healed_breaker_and_a_failed_probe_doubles_the_open_time(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn half_failures_over_minimum_requests_open_it_and_a_tenth_does_not() {
-    let svc = demo("events").await;
+    let svc = upstream::local("events").await.unwrap();
     let config = json!({"consecutive_failures": 1000, "failure_rate": 0.5, "minimum_requests": 20, "window": "30s"});
     let routes = vec![
         route("half", "/half/", "svc"),
@@ -229,7 +221,7 @@ async fn half_failures_over_minimum_requests_open_it_and_a_tenth_does_not() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_calls_open_the_breaker() {
-    let svc = demo("events").await;
+    let svc = upstream::local("events").await.unwrap();
     let config = json!({"consecutive_failures": 1000, "slow_call_duration": "150ms", "slow_call_rate": 0.5, "minimum_requests": 4});
     let envoy = start(config, vec![route("events", "/", "svc")], svc.addr());
     let addr = envoy.listener("main");
@@ -244,7 +236,7 @@ async fn slow_calls_open_the_breaker() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_unavailable_in_trailers_counts_and_the_rejection_carries_retry_info() {
-    let svc = demo("auth").await;
+    let svc = upstream::local("auth").await.unwrap();
     let envoy = start(
         json!({"open_duration": "20s"}),
         vec![route("auth-grpc", "/", "svc")],
@@ -284,8 +276,8 @@ async fn grpc_unavailable_in_trailers_counts_and_the_rejection_carries_retry_inf
 
 #[tokio::test(flavor = "multi_thread")]
 async fn routes_have_independent_breakers_and_cluster_scope_shares_one() {
-    let a = demo("a").await;
-    let b = demo("b").await;
+    let a = upstream::local("a").await.unwrap();
+    let b = upstream::local("b").await.unwrap();
     let cluster_scope = json!({"scope": "cluster"});
     let routes = vec![
         route("one", "/one/", "svc_a"),
@@ -301,7 +293,7 @@ async fn routes_have_independent_breakers_and_cluster_scope_shares_one() {
         vec![listener(
             "main",
             routes,
-            vec![breaker_filter(json!({"open_duration": "30s"}))],
+            vec![filter(FILTER, &json!({"open_duration": "30s"}))],
         )],
         vec![
             cluster("svc_a", a.addr(), true),
@@ -342,7 +334,7 @@ async fn routes_have_independent_breakers_and_cluster_scope_shares_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replies_made_by_our_own_filters_are_not_counted_as_upstream_failures() {
-    let svc = demo("auth").await;
+    let svc = upstream::local("auth").await.unwrap();
     // Breaker first, then the deadline filter, which rejects expired requests locally.
     let deadline = filter(
         "mesh.deadline",
@@ -352,7 +344,7 @@ async fn replies_made_by_our_own_filters_are_not_counted_as_upstream_failures() 
         vec![listener(
             "main",
             vec![route("auth", "/", "svc")],
-            vec![breaker_filter(json!({})), deadline],
+            vec![filter(FILTER, &json!({})), deadline],
         )],
         vec![cluster("svc", svc.addr(), true)],
     );
@@ -382,7 +374,7 @@ async fn replies_made_by_our_own_filters_are_not_counted_as_upstream_failures() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_cannot_hide_its_failures_behind_our_rejection_header() {
-    let svc = demo("auth").await;
+    let svc = upstream::local("auth").await.unwrap();
     let envoy = start(json!({}), vec![route("auth", "/", "svc")], svc.addr());
     let addr = envoy.listener("main");
     for _ in 0..5 {

@@ -23,17 +23,9 @@ use std::time::Duration;
 
 const FILTER: &str = "mesh.deadline";
 
-async fn demo(name: &str) -> Upstream {
-    upstream::local(name).await.unwrap()
-}
-
-fn deadline_filter(config: Value) -> Value {
-    filter(FILTER, &config)
-}
-
 /// One listener `main` with the deadline filter and these routes, all to cluster `svc`.
 fn one_service(config: Value, routes: Vec<Value>, svc: SocketAddr) -> Value {
-    fixture::one_service(vec![deadline_filter(config)], routes, svc)
+    fixture::one_service(vec![filter(FILTER, &config)], routes, svc)
 }
 
 /// The demo service `service` behind the deadline filter (plugin configuration `plugin`) on
@@ -44,7 +36,7 @@ async fn one_route(
     metadata: Value,
     plugin: Value,
 ) -> (Upstream, Envoy) {
-    let svc = demo(service).await;
+    let svc = upstream::local(service).await.unwrap();
     let routes = vec![with_metadata(
         route(route_name, "/", "svc"),
         FILTER,
@@ -189,7 +181,7 @@ async fn a_callers_grpc_timeout_shrinks_the_budget_and_is_propagated() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_back_envoys_budget_is_the_front_envoys_remainder() {
-    let svc = demo("learner").await;
+    let svc = upstream::local("learner").await.unwrap();
     let back_routes = vec![with_metadata(
         route("learner", "/", "svc"),
         FILTER,
@@ -210,7 +202,7 @@ async fn the_back_envoys_budget_is_the_front_envoys_remainder() {
         vec![listener(
             "main",
             front_routes,
-            vec![deadline_filter(json!({"timeout": "10s"}))],
+            vec![filter(FILTER, &json!({"timeout": "10s"}))],
         )],
         vec![cluster("back", back.listener("main"), true)],
     ))
@@ -307,7 +299,7 @@ async fn an_expired_deadline_is_rejected_on_arrival_and_never_reaches_the_upstre
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_route_gets_its_own_timeout_and_disabled_routes_are_left_alone() {
-    let svc = demo("mesh").await;
+    let svc = upstream::local("mesh").await.unwrap();
     let routes = vec![
         with_metadata(
             route("fast", "/fast/", "svc"),

@@ -17,20 +17,12 @@ use mesh_integration::client::grpc;
 use mesh_integration::envoy::{Envoy, Options};
 use mesh_integration::fixture;
 use mesh_integration::load::steady_load;
-use mesh_integration::upstream::{self, Upstream};
+use mesh_integration::upstream;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 const FILTER: &str = "mesh.retry_budget";
-
-async fn demo(name: &str) -> Upstream {
-    upstream::local(name).await.unwrap()
-}
-
-fn budget_filter(config: Value) -> Value {
-    filter(FILTER, &config)
-}
 
 fn start(http_filters: Vec<Value>, routes: Vec<Value>, svc: SocketAddr) -> Envoy {
     let b = fixture::one_service(http_filters, routes, svc);
@@ -56,9 +48,9 @@ async fn settled(envoy: &Envoy, name: &str, route: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transient_failure_on_every_first_attempt_still_gives_full_success() {
-    let svc = demo("auth").await;
+    let svc = upstream::local("auth").await.unwrap();
     let envoy = start(
-        vec![budget_filter(json!({}))],
+        vec![filter(FILTER, &json!({}))],
         vec![route("auth", "/", "svc")],
         svc.addr(),
     );
@@ -82,10 +74,10 @@ async fn a_transient_failure_on_every_first_attempt_still_gives_full_success() {
 async fn sustained_failure_is_bounded_by_the_budget_and_unbounded_without_it() {
     let (rate, secs) = (200u32, 5u64);
     // With the filter: ratio 0.2, floor 1/s, ttl = the test's duration.
-    let svc = demo("events").await;
+    let svc = upstream::local("events").await.unwrap();
     let config = json!({"retry_ratio": 0.2, "min_retries_per_second": 1, "ttl": format!("{secs}s"), "max_retries": 3});
     let envoy = start(
-        vec![budget_filter(config)],
+        vec![filter(FILTER, &config)],
         vec![route("events", "/", "svc")],
         svc.addr(),
     );
@@ -119,7 +111,7 @@ async fn sustained_failure_is_bounded_by_the_budget_and_unbounded_without_it() {
     drop(envoy);
 
     // Without the filter, a route retry policy of 3: about 4×.
-    let plain = demo("events").await;
+    let plain = upstream::local("events").await.unwrap();
     let r = with_route_action(
         route("events", "/", "svc"),
         "retry_policy",
@@ -145,11 +137,11 @@ async fn sustained_failure_is_bounded_by_the_budget_and_unbounded_without_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_exhausted_budget_refills_within_ttl() {
-    let svc = demo("learner").await;
+    let svc = upstream::local("learner").await.unwrap();
     let config =
         json!({"retry_ratio": 0.0, "min_retries_per_second": 1, "ttl": "2s", "max_retries": 1});
     let envoy = start(
-        vec![budget_filter(config)],
+        vec![filter(FILTER, &config)],
         vec![route("learner", "/", "svc")],
         svc.addr(),
     );
@@ -189,11 +181,11 @@ async fn an_exhausted_budget_refills_within_ttl() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_unavailable_is_retried_while_the_budget_lasts_then_pushback_tells_clients_to_stop() {
-    let svc = demo("auth").await;
+    let svc = upstream::local("auth").await.unwrap();
     let config =
         json!({"retry_ratio": 0.0, "min_retries_per_second": 1, "ttl": "20s", "max_retries": 1});
     let envoy = start(
-        vec![budget_filter(config)],
+        vec![filter(FILTER, &config)],
         vec![route("auth-grpc", "/", "svc")],
         svc.addr(),
     );
@@ -239,10 +231,10 @@ async fn grpc_unavailable_is_retried_while_the_budget_lasts_then_pushback_tells_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn client_sent_retry_headers_cannot_buy_retries() {
-    let svc = demo("auth").await;
+    let svc = upstream::local("auth").await.unwrap();
     let config = json!({"retry_ratio": 0.0, "min_retries_per_second": 0, "max_retries": 3});
     let envoy = start(
-        vec![budget_filter(config)],
+        vec![filter(FILTER, &config)],
         vec![route("auth", "/", "svc")],
         svc.addr(),
     );
@@ -265,13 +257,13 @@ async fn client_sent_retry_headers_cannot_buy_retries() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_route_metadata_fails_open_to_no_retries_and_is_counted() {
-    let svc = demo("auth").await;
+    let svc = upstream::local("auth").await.unwrap();
     let routes = vec![with_metadata(
         route("broken", "/", "svc"),
         FILTER,
         json!({"max_retries": "three"}),
     )];
-    let envoy = start(vec![budget_filter(json!({}))], routes, svc.addr());
+    let envoy = start(vec![filter(FILTER, &json!({}))], routes, svc.addr());
     let addr = envoy.listener("main");
     let r = client::get(addr, "/x?fail_attempts=1", &[]).await.unwrap();
     assert_eq!(
@@ -286,7 +278,7 @@ async fn invalid_route_metadata_fails_open_to_no_retries_and_is_counted() {
 /// route's `retry_ratio: 0.5` reaches the filter as `"0.5"` and must still be a valid ratio.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fractional_ratio_in_route_metadata_is_accepted_as_envoy_passes_it() {
-    let svc = demo("auth").await;
+    let svc = upstream::local("auth").await.unwrap();
     // Written as YAML (block style, `retry_ratio: 0.5` a plain scalar), as an operator would.
     let routes = vec![with_metadata(
         route("fractional", "/", "svc"),
@@ -294,7 +286,7 @@ async fn a_fractional_ratio_in_route_metadata_is_accepted_as_envoy_passes_it() {
         json!({"retry_ratio": 0.5, "max_retries": 1}),
     )];
     let bootstrap_yaml = to_yaml(&bootstrap(
-        vec![listener("main", routes, vec![budget_filter(json!({}))])],
+        vec![listener("main", routes, vec![filter(FILTER, &json!({}))])],
         vec![cluster("svc", svc.addr(), true)],
     ))
     .unwrap();

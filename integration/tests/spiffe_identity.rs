@@ -17,19 +17,11 @@ use mesh_integration::certs::{Leaf, Pki, ENVOY_ID, SERVER_NAME};
 use mesh_integration::client::{self, Proto};
 use mesh_integration::envoy::Envoy;
 use mesh_integration::fixture::{self, sa, Mesh};
-use mesh_integration::upstream::{self, Upstream};
+use mesh_integration::upstream;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 
 const FILTER: &str = "mesh.spiffe_identity";
-
-fn identity_filter(config: Value) -> Value {
-    filter(FILTER, &config)
-}
-
-async fn demo(name: &str) -> Upstream {
-    upstream::local(name).await.unwrap()
-}
 
 /// The demo mesh's rules, one route per service, all to cluster `svc`.
 fn mesh_routes() -> Vec<Value> {
@@ -61,7 +53,7 @@ fn mesh_routes() -> Vec<Value> {
 /// and a plaintext listener `plain`, both with the filter.
 fn start_mesh(tag: &str, config: Value, routes: Vec<Value>, svc: SocketAddr) -> Mesh {
     Mesh::builder(tag)
-        .filter(identity_filter(config))
+        .filter(filter(FILTER, &config))
         .routes(routes)
         .cluster(cluster("svc", svc, true))
         .with_plaintext()
@@ -80,7 +72,7 @@ async fn get(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_mesh_rules_admit_every_allowed_pair_and_refuse_every_other() {
-    let svc = demo("mesh").await;
+    let svc = upstream::local("mesh").await.unwrap();
     let mesh = start_mesh("matrix", json!({}), mesh_routes(), svc.addr());
     let callers = [
         ("auth", mesh.client(&[&sa("auth")]).unwrap()),
@@ -153,7 +145,7 @@ async fn the_demo_mesh_rules_admit_every_allowed_pair_and_refuse_every_other() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forged_x_spiffe_id_never_reaches_an_upstream() {
-    let svc = demo("mesh").await;
+    let svc = upstream::local("mesh").await.unwrap();
     let mesh = start_mesh("forged", json!({}), mesh_routes(), svc.addr());
     let forged = [("x-spiffe-id", "spiffe://mesh.local/ns/default/sa/admin")];
     let learner = mesh.client(&[&sa("learner")]).unwrap();
@@ -194,7 +186,7 @@ async fn a_forged_x_spiffe_id_never_reaches_an_upstream() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn broken_identities_are_refused_as_unauthenticated() {
-    let svc = demo("mesh").await;
+    let svc = upstream::local("mesh").await.unwrap();
     let mesh = start_mesh("broken", json!({}), mesh_routes(), svc.addr());
     let long = format!(
         "spiffe://mesh.local/{}",
@@ -276,14 +268,14 @@ async fn broken_identities_are_refused_as_unauthenticated() {
 #[tokio::test(flavor = "multi_thread")]
 async fn behind_a_front_envoy_the_back_authorizes_the_original_client_and_only_trusted_xfcc() {
     let pki = Pki::new("xfcc").unwrap();
-    let svc = demo("learner").await;
+    let svc = upstream::local("learner").await.unwrap();
     let back_config =
         json!({"source": "xfcc", "xfcc_trusted_by": [ENVOY_ID], "allow": [sa("learner")]});
     let back_listener = with_mtls(
         listener(
             "back",
             vec![route("learner", "/", "svc")],
-            vec![identity_filter(back_config)],
+            vec![filter(FILTER, &back_config)],
         ),
         &pki.envoy,
         true,
@@ -365,7 +357,7 @@ async fn behind_a_front_envoy_the_back_authorizes_the_original_client_and_only_t
 
 #[tokio::test(flavor = "multi_thread")]
 async fn audit_mode_lets_a_disallowed_request_through_logs_it_and_counts_it() {
-    let svc = demo("auth").await;
+    let svc = upstream::local("auth").await.unwrap();
     let mesh = start_mesh("audit", json!({"mode": "audit"}), mesh_routes(), svc.addr());
     let auth = mesh.client(&[&sa("auth")]).unwrap();
     let r = get(&mesh, Some(&auth), "/auth/x", &[]).await;
@@ -391,7 +383,7 @@ async fn audit_mode_lets_a_disallowed_request_through_logs_it_and_counts_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_route_metadata_fails_closed_and_is_counted() {
-    let svc = demo("auth").await;
+    let svc = upstream::local("auth").await.unwrap();
     let routes = vec![with_metadata(
         route("broken", "/", "svc"),
         FILTER,

@@ -27,10 +27,6 @@ fn everything() -> Value {
     })
 }
 
-async fn demo() -> Upstream {
-    upstream::local("orders").await.unwrap()
-}
-
 /// The suite behind the mTLS listener, every route to the service.
 struct Mesh(fixture::Mesh);
 
@@ -59,7 +55,7 @@ impl std::ops::Deref for Mesh {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_stage_acts_in_one_filter_and_route_metadata_works_as_with_single_filters() {
-    let svc = demo().await;
+    let svc = upstream::local("orders").await.unwrap();
     let routes = vec![
         with_metadata(
             route("orders", "/orders", "svc"),
@@ -148,7 +144,7 @@ async fn every_stage_acts_in_one_filter_and_route_metadata_works_as_with_single_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stage_without_a_section_is_off() {
-    let svc = demo().await;
+    let svc = upstream::local("orders").await.unwrap();
     let config =
         json!({"spiffe_identity": {"allow": [sa("learner")]}, "deadline": {"timeout": "1s"}});
     let mesh = Mesh::start(

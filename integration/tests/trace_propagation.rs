@@ -14,7 +14,7 @@ use mesh_integration::client;
 use mesh_integration::envoy::Envoy;
 use mesh_integration::fixture;
 use mesh_integration::otlp_receiver;
-use mesh_integration::upstream::{self, Record, Upstream};
+use mesh_integration::upstream::{self, Record};
 use mesh_trace_propagation::formats::{self, Sampling, SpanContext};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -24,14 +24,6 @@ const FILTER: &str = "mesh.trace_propagation";
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SPAN: &str = "00f067aa0ba902b7";
 
-async fn demo(name: &str) -> Upstream {
-    upstream::local(name).await.unwrap()
-}
-
-fn trace_filter(config: Value) -> Value {
-    filter(FILTER, &config)
-}
-
 fn start(config: Value, svc: SocketAddr, extra_clusters: Vec<Value>) -> Envoy {
     let mut clusters = vec![cluster("svc", svc, true)];
     clusters.extend(extra_clusters);
@@ -39,7 +31,7 @@ fn start(config: Value, svc: SocketAddr, extra_clusters: Vec<Value>) -> Envoy {
         vec![listener(
             "main",
             vec![route("orders", "/", "svc")],
-            vec![trace_filter(config)],
+            vec![filter(FILTER, &config)],
         )],
         clusters,
     ))
@@ -78,7 +70,7 @@ fn all_formats() -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_format_in_becomes_the_same_trace_in_every_format_out_with_a_new_span() {
-    let svc = demo("orders").await;
+    let svc = upstream::local("orders").await.unwrap();
     let envoy = start(all_formats(), svc.addr(), vec![]);
     let addr = envoy.listener("main");
     let trace64 = "a3ce929d0e0e4736";
@@ -213,7 +205,7 @@ async fn every_format_in_becomes_the_same_trace_in_every_format_out_with_a_new_s
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_traceparents_start_a_new_trace_and_tracestate_goes_with_them() {
-    let svc = demo("orders").await;
+    let svc = upstream::local("orders").await.unwrap();
     let envoy = start(
         json!({"extract": ["w3c"], "sampling_ratio": 1.0}),
         svc.addr(),
@@ -302,7 +294,7 @@ async fn invalid_traceparents_start_a_new_trace_and_tracestate_goes_with_them() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn baggage_is_limited_and_b3_zero_is_not_sampled() {
-    let svc = demo("orders").await;
+    let svc = upstream::local("orders").await.unwrap();
     let envoy = start(all_formats(), svc.addr(), vec![]);
     let addr = envoy.listener("main");
     let baggage: Vec<String> = (0..70).map(|i| format!("k{i}=v{i}")).collect();
@@ -333,7 +325,7 @@ async fn baggage_is_limited_and_b3_zero_is_not_sampled() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn response_headers_name_this_hop_and_broken_route_metadata_fails_open() {
-    let svc = demo("orders").await;
+    let svc = upstream::local("orders").await.unwrap();
     let routes = vec![
         with_metadata(
             route("orders", "/orders", "svc"),
@@ -348,7 +340,7 @@ async fn response_headers_name_this_hop_and_broken_route_metadata_fails_open() {
         route("plain", "/", "svc"),
     ];
     let b = bootstrap(
-        vec![listener("main", routes, vec![trace_filter(json!({}))])],
+        vec![listener("main", routes, vec![filter(FILTER, &json!({}))])],
         vec![cluster("svc", svc.addr(), true)],
     );
     let envoy = Envoy::start(&b).unwrap();
@@ -407,7 +399,7 @@ async fn response_headers_name_this_hop_and_broken_route_metadata_fails_open() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_envoys_keep_one_trace_and_export_chained_spans_with_their_attributes() {
     let receiver = otlp_receiver::local().await.unwrap();
-    let svc = demo("orders").await;
+    let svc = upstream::local("orders").await.unwrap();
     let export = |service: &str| json!({"export": {"cluster": "otlp", "service_name": service, "flush_interval": "100ms"}});
     let back = start(
         export("back"),
@@ -418,7 +410,7 @@ async fn two_envoys_keep_one_trace_and_export_chained_spans_with_their_attribute
         vec![listener(
             "main",
             vec![route("checkout", "/", "back")],
-            vec![trace_filter(export("front"))],
+            vec![filter(FILTER, &export("front"))],
         )],
         vec![
             cluster("back", back.listener("main"), true),
@@ -518,7 +510,7 @@ async fn two_envoys_keep_one_trace_and_export_chained_spans_with_their_attribute
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_absent_collector_never_slows_requests_and_failed_exports_are_counted() {
-    let svc = demo("orders").await;
+    let svc = upstream::local("orders").await.unwrap();
     // A cluster pointing at a port nobody listens on.
     let dead = fixture::closed_port().unwrap();
     let config = json!({"export": {"cluster": "otlp", "flush_interval": "50ms"}});

@@ -48,10 +48,6 @@ pub(crate) const CONNECTIONS: u32 = 32;
 /// The scenarios saturate the machine: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn demo(name: &str) -> Upstream {
-    upstream::local(name).await.unwrap()
-}
-
 fn start(filter: Value, routes: Vec<Value>, svc: SocketAddr) -> Envoy {
     let b = fixture::one_service(vec![filter], routes, svc);
     Envoy::start_with(&b, &Options::workers(WORKERS)).unwrap()
@@ -130,7 +126,7 @@ impl BudgetRoute {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_retry_budget_ledger_stays_exact_at_saturation_and_retries_stay_within_it() {
     let _one_at_a_time = SERIAL.lock().await;
-    let svc = demo("budget").await;
+    let svc = upstream::local("budget").await.unwrap();
     // Two budgets under the same load. `ratio` (the README's ratio) runs out: it shows the bound.
     // `ledger` never runs out (its floor covers every retry asked for), so the budget left at the
     // end is far from zero and every lost withdrawal, reservation or release moves it (and a lost
@@ -310,7 +306,7 @@ async fn calls_until_open(addr: SocketAddr, path: &str, limit: u32) -> u32 {
 #[tokio::test(flavor = "multi_thread")]
 async fn breaker_counts_and_transitions_stay_exact_at_saturation() {
     let _one_at_a_time = SERIAL.lock().await;
-    let svc = demo("breaker").await;
+    let svc = upstream::local("breaker").await.unwrap();
     const LOAD: u32 = 2000;
     const MARGIN: u32 = 5;
     const STORM_THRESHOLD: u32 = 100;
