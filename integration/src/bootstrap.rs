@@ -1,8 +1,13 @@
-//! Envoy bootstraps for tests, built as JSON values (Envoy reads JSON as YAML).
+//! Envoy bootstraps for tests, built as JSON values (Envoy reads JSON as YAML): listeners,
+//! routes with metadata, clusters, TLS and mTLS, `stats_tags`.
 //!
 //! Every port is 0: the OS picks, and [`crate::envoy::Envoy`] reads back what was bound. The
 //! `stats_tags` are the ones the shipped configs use, so tests see the same Prometheus labels
 //! as users.
+//!
+//! **Our filters enter a bootstrap through [`wasm_filter`] only** ([`filter`] names the module
+//! by root_id): no test writes a filter's `typed_config` by hand, so that one function decides
+//! how the filter under test is loaded.
 
 // Test tooling: JSON values built here have the shape indexed.
 #![allow(clippy::indexing_slicing)]
@@ -10,6 +15,8 @@
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::Path;
+
+use crate::envoy::wasm_path;
 
 /// The `stats_config` of every shipped bootstrap: route and cluster labels out of metric names.
 pub fn stats_config() -> Value {
@@ -66,8 +73,51 @@ pub fn listener(name: &str, routes: Vec<Value>, http_filters: Vec<Value>) -> Val
     })
 }
 
-/// One of our wasm filters: `filter` is the root_id (`mesh.deadline`), `wasm` the module file.
-pub fn wasm_filter(filter: &str, wasm: &Path, config: &Value) -> Value {
+/// The plugin configuration of one of our filters and the VM it runs in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plugin {
+    /// The configuration text, as Envoy passes it to the filter.
+    configuration: String,
+    /// The `vm_id`: filters with the same one (and the same module) share a VM per worker.
+    vm_id: String,
+}
+
+/// The `vm_id` of every filter unless a test asks for another.
+pub const VM_ID: &str = "mesh";
+
+impl Plugin {
+    /// A configuration given as JSON.
+    pub fn json(config: &Value) -> Plugin {
+        Plugin::text(&config.to_string())
+    }
+
+    /// A configuration given as text, valid JSON or not (the corpus of broken ones).
+    pub fn text(configuration: &str) -> Plugin {
+        Plugin {
+            configuration: configuration.to_owned(),
+            vm_id: VM_ID.to_owned(),
+        }
+    }
+
+    /// The same configuration in a VM of its own.
+    pub fn in_vm(self, vm_id: &str) -> Plugin {
+        Plugin {
+            vm_id: vm_id.to_owned(),
+            ..self
+        }
+    }
+}
+
+impl From<&Value> for Plugin {
+    fn from(config: &Value) -> Plugin {
+        Plugin::json(config)
+    }
+}
+
+/// One of our filters: `filter` is the root_id (`mesh.deadline`, `mesh` for the suite),
+/// `wasm` the module file. The one place a bootstrap gets one of our filters.
+pub fn wasm_filter(filter: &str, wasm: &Path, plugin: impl Into<Plugin>) -> Value {
+    let plugin = plugin.into();
     json!({
         "name": filter,
         "typed_config": {
@@ -76,17 +126,32 @@ pub fn wasm_filter(filter: &str, wasm: &Path, config: &Value) -> Value {
                 "name": filter,
                 "root_id": filter,
                 "vm_config": {
-                    "vm_id": "mesh",
+                    "vm_id": plugin.vm_id,
                     "runtime": "envoy.wasm.runtime.v8",
                     "code": {"local": {"filename": wasm.display().to_string()}}
                 },
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": config.to_string()
+                    "value": plugin.configuration
                 }
             }
         }
     })
+}
+
+/// The module of a root_id: `mesh` is the suite (`mesh_filters`), `mesh.deadline` is
+/// `mesh_deadline`.
+pub fn module(root_id: &str) -> String {
+    match root_id {
+        "mesh" => "mesh_filters".to_owned(),
+        f => f.replace('.', "_"),
+    }
+}
+
+/// [`wasm_filter`] with the built module of `root_id` (see [`crate::envoy::wasm_path`]); an
+/// Envoy started on it says so when the module has not been built.
+pub fn filter(root_id: &str, plugin: impl Into<Plugin>) -> Value {
+    wasm_filter(root_id, &wasm_path(&module(root_id)), plugin)
 }
 
 /// A route by path prefix to a cluster; the route's own timeout is off (0s) unless set later,
@@ -103,6 +168,47 @@ pub fn route(name: &str, prefix: &str, cluster: &str) -> Value {
 pub fn with_metadata(mut route: Value, key: &str, value: Value) -> Value {
     route["metadata"]["filter_metadata"][key] = value;
     route
+}
+
+/// Switches the filter named `filter` off on a route the Envoy way
+/// (`typed_per_filter_config` with `FilterConfig{disabled: true}`): Envoy skips it there.
+pub fn with_filter_disabled(mut route: Value, filter: &str) -> Value {
+    route["typed_per_filter_config"][filter] = json!({
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+        "disabled": true
+    });
+    route
+}
+
+/// Sets a field of a route's action (`route.route`), e.g. `retry_policy`.
+pub fn with_route_action(mut route: Value, field: &str, value: Value) -> Value {
+    route["route"][field] = value;
+    route
+}
+
+/// The HTTP connection manager of a [`listener`].
+fn connection_manager(listener: &mut Value) -> &mut Value {
+    &mut listener["filter_chains"][0]["filters"][0]["typed_config"]
+}
+
+/// Sets how the connection manager treats `x-forwarded-client-cert` (`SANITIZE`,
+/// `FORWARD_ONLY`, `ALWAYS_FORWARD_ONLY`, `SANITIZE_SET`, `APPEND_FORWARD`).
+pub fn with_forward_client_cert(mut listener: Value, mode: &str) -> Value {
+    connection_manager(&mut listener)["forward_client_cert_details"] = json!(mode);
+    listener
+}
+
+/// Logs every request of a listener to Envoy's stderr (its log) in `format`
+/// (Envoy's access-log format; end it with a newline).
+pub fn with_access_log(mut listener: Value, format: &str) -> Value {
+    connection_manager(&mut listener)["access_log"] = json!([{
+        "name": "envoy.access_loggers.stderr",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
+            "log_format": {"text_format_source": {"inline_string": format}}
+        }
+    }]);
+    listener
 }
 
 /// A static cluster of one endpoint speaking h2c (gRPC and HTTP alike; the demo upstream serves
@@ -171,7 +277,7 @@ pub fn with_mtls(
             "common_tls_context": ctx
         }
     });
-    let hcm = &mut chain["filters"][0]["typed_config"];
+    let hcm = connection_manager(&mut listener);
     hcm["forward_client_cert_details"] = json!(forward);
     hcm["set_current_client_cert_details"] = json!({"uri": true});
     listener
@@ -190,4 +296,10 @@ pub fn with_upstream_tls(mut cluster: Value, tls: &TlsFiles, sni: &str) -> Value
         }
     });
     cluster
+}
+
+/// A bootstrap as YAML text, for tests about what Envoy's YAML loader makes of a value (it
+/// reads numbers inside route metadata as strings: envoy#24410).
+pub fn to_yaml(bootstrap: &Value) -> Result<String, crate::Error> {
+    Ok(serde_yaml::to_string(bootstrap)?)
 }

@@ -1,10 +1,12 @@
 //! The corpus of invalid configurations (`tools/mesh-filters/tests/broken.yaml`): each case as a
 //! minimal bootstrap, for `mesh-filters check` and for the real Envoy.
 
-use crate::bootstrap::{bootstrap, cluster, listener, route, wasm_filter, with_metadata};
+use crate::bootstrap::{
+    bootstrap, cluster, listener, module, route, wasm_filter, with_metadata, Plugin,
+};
 use crate::client::Result;
 use crate::envoy::workspace_root;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::Path;
 
 /// One invalid configuration.
@@ -43,22 +45,11 @@ pub fn corpus() -> Result<Vec<Case>> {
         .collect()
 }
 
-/// The module file of a root_id.
-pub fn module(filter: &str) -> String {
-    match filter {
-        "mesh" => "mesh_filters".to_string(),
-        f => f.replace('.', "_"),
-    }
-}
-
 /// A bootstrap with the case's filter on one listener (route `r` to cluster `svc`), modules
 /// from `wasm_dir`.
 pub fn bootstrap_for(case: &Case, wasm_dir: &Path) -> Value {
     let wasm = wasm_dir.join(format!("{}.wasm", module(&case.filter)));
-    let mut filter = wasm_filter(&case.filter, &wasm, &json!({}));
-    if let Some(v) = filter.pointer_mut("/typed_config/config/configuration/value") {
-        *v = json!(case.plugin);
-    }
+    let filter = wasm_filter(&case.filter, &wasm, Plugin::text(&case.plugin));
     let mut r = route("r", "/", "svc");
     if let Some(md) = &case.route {
         r = with_metadata(r, &case.key, md.clone());

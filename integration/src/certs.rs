@@ -24,7 +24,9 @@ use rcgen::{
 use time::OffsetDateTime;
 
 use crate::bootstrap::TlsFiles;
+use crate::client::tls::Tls;
 use crate::client::Result;
+use crate::tempdir;
 
 /// How long issued certificates stay valid (counted from now).
 pub const VALIDITY: time::Duration = time::Duration::days(2);
@@ -225,14 +227,14 @@ pub struct Pki {
     pub ca: Ca,
     /// Envoy's files: the CA, its certificate (server for [`SERVER_NAME`], client for [`ENVOY_ID`]) and key.
     pub envoy: TlsFiles,
+    _files: tempdir::Dir,
 }
 
 impl Pki {
     /// A fresh PKI in a temporary directory named after `tag` (removed on drop).
     pub fn new(tag: &str) -> Result<Pki> {
-        let dir = std::env::temp_dir().join(format!("mesh-pki-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
+        let files = tempdir::Dir::new(&format!("pki-{tag}"))?;
+        let dir = files.path().to_path_buf();
         let ca = Ca::new("mesh.local test CA")?;
         let ca_file = ca.write(&dir)?;
         let leaf = ca.issue(&LeafSpec {
@@ -251,23 +253,36 @@ impl Pki {
                 cert,
                 key,
             },
+            _files: files,
         })
     }
 
     /// A client certificate with these URI SANs, byte for byte.
     pub fn client(&self, uris: &[&str]) -> Result<Leaf> {
-        self.ca.issue(&LeafSpec {
-            common_name: "client".into(),
-            uris: uris.iter().map(|u| u.to_string()).collect(),
-            dns: vec![],
-            server: false,
-            client: true,
-        })
+        self.ca.issue(&LeafSpec::client("client", uris))
+    }
+
+    /// Envoy's own certificate and key, as a client presents them (what a trusted front
+    /// Envoy sends).
+    pub fn envoy_leaf(&self) -> Result<Leaf> {
+        Leaf::read(&self.envoy.cert, &self.envoy.key)
+    }
+
+    /// A TLS client that trusts this CA for [`SERVER_NAME`] and presents no certificate.
+    pub fn tls(&self) -> Tls {
+        Tls::new(SERVER_NAME, &self.ca.cert_pem())
     }
 }
 
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl Leaf {
+    /// A certificate and its key from PEM files.
+    pub fn read(cert: &Path, key: &Path) -> Result<Leaf> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        Ok(Leaf {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        })
     }
 }

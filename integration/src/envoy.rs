@@ -12,13 +12,22 @@
 // Test tooling: JSON values built here have the shape indexed.
 #![allow(clippy::indexing_slicing)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::client::http_get;
+/// The body of a chunked HTTP/1.1 response, joined (see [`crate::client::raw`]).
+pub use crate::client::raw::dechunk;
+use crate::metrics::{self, Metrics};
+use crate::tempdir;
+pub use crate::wait::WAIT;
+pub use crate::Error;
+
+/// How long a test gives something that must *not* happen to show (see
+/// [`Envoy::settled_value`]): an `on_log` that would count a request has run well before.
+pub const SETTLE: Duration = Duration::from_millis(300);
 
 /// The workspace root (the parent of `integration/`).
 pub fn workspace_root() -> PathBuf {
@@ -28,20 +37,63 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// Path of a built filter, `target/wasm32-wasip1/release/<name>.wasm`; fails with the command to
-/// run when it has not been built.
-pub fn wasm(name: &str) -> Result<PathBuf, Error> {
+/// Path of a built filter, `target/wasm32-wasip1/release/<name>.wasm` (`$CARGO_TARGET_DIR`
+/// if set), whether it has been built or not.
+pub fn wasm_path(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
-    let path = target
+    target
         .join("wasm32-wasip1/release")
-        .join(format!("{name}.wasm"));
+        .join(format!("{name}.wasm"))
+}
+
+/// [`wasm_path`]; fails with the command to run when the module has not been built.
+pub fn wasm(name: &str) -> Result<PathBuf, Error> {
+    let path = wasm_path(name);
     if path.is_file() {
         Ok(path)
     } else {
-        Err(format!("{} is missing: run `make build` first", path.display()).into())
+        Err(missing_module(&path))
     }
+}
+
+fn missing_module(path: &Path) -> Error {
+    format!("{} is missing: run `make build` first", path.display()).into()
+}
+
+/// Every wasm module a bootstrap (YAML or JSON text) loads from a local file must be there:
+/// an Envoy that cannot read one would fail, or refuse, for a reason no test is about.
+fn check_modules(bootstrap: &str) -> Result<(), Error> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(file) = map
+                    .get("vm_config")
+                    .and_then(|c| c.pointer("/code/local/filename"))
+                    .and_then(serde_json::Value::as_str)
+                {
+                    out.push(file.to_owned());
+                }
+                map.values().for_each(|c| walk(c, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    // Text Envoy itself cannot read is Envoy's to refuse.
+    let Ok(doc) = serde_yaml::from_str::<serde_json::Value>(bootstrap) else {
+        return Ok(());
+    };
+    let mut files = Vec::new();
+    walk(&doc, &mut files);
+    for file in files {
+        let path = workspace_root().join(&file);
+        if !path.is_file() {
+            return Err(missing_module(&path));
+        }
+    }
+    Ok(())
 }
 
 pub fn envoy_binary() -> PathBuf {
@@ -61,6 +113,16 @@ pub struct Options {
     /// Extra `--component-log-level`, e.g. `wasm:debug`.
     pub component_log_level: Option<String>,
     pub startup_timeout: Duration,
+}
+
+impl Options {
+    /// The defaults with `workers` worker threads (`--concurrency`).
+    pub fn workers(workers: u32) -> Options {
+        Options {
+            concurrency: workers,
+            ..Options::default()
+        }
+    }
 }
 
 impl Default for Options {
@@ -212,30 +274,84 @@ impl Envoy {
         http_get(self.admin, path)
     }
 
+    /// The `/stats/prometheus` page as text.
     pub fn prometheus(&self) -> Result<String, Error> {
         Ok(self.admin_get("/stats/prometheus")?.1)
     }
 
-    /// The value of a Prometheus sample, e.g. `metric("mesh_deadline_rq_expired", &[("route", "auth")])`;
-    /// 0 when the metric has not been defined yet.
+    /// The `/stats/prometheus` page, parsed: see [`Metrics`].
+    pub fn metrics(&self) -> Result<Metrics, Error> {
+        Ok(Metrics::parse(&self.prometheus()?))
+    }
+
+    /// The value of a Prometheus sample, e.g.
+    /// `metric("mesh_deadline_rq_expired", &[("route", "auth")])`. A sample that is not on the
+    /// page is an error naming it and what is there instead (absent is not 0).
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Result<f64, Error> {
-        Ok(prometheus_value(&self.prometheus()?, name, labels).unwrap_or(0.0))
+        self.metrics()?.value(name, labels)
+    }
+
+    /// Scrapes until `check` returns a value, at most [`WAIT`]; on timeout the error names
+    /// `what` and every value the last check looked up. For something that is to happen: a
+    /// counter an `on_log` moves after the client has its response, a flush, a transition.
+    pub async fn wait_for<T>(
+        &self,
+        what: &str,
+        check: impl FnMut(&Metrics) -> Option<T>,
+    ) -> Result<T, Error> {
+        metrics::wait_for(self.admin, WAIT, what, check).await
+    }
+
+    /// [`Envoy::wait_for`] with another timeout.
+    pub async fn wait_for_within<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        check: impl FnMut(&Metrics) -> Option<T>,
+    ) -> Result<T, Error> {
+        metrics::wait_for(self.admin, timeout, what, check).await
+    }
+
+    /// Waits until the sample has exactly the value `want` (see [`Envoy::wait_for`]).
+    pub async fn wait_for_value(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        want: f64,
+    ) -> Result<(), Error> {
+        let what = format!("{name}{labels:?} = {want}");
+        self.wait_for(&what, |m| {
+            m.get(name, labels).filter(|v| *v == want).map(drop)
+        })
+        .await
+    }
+
+    /// The value of a sample after [`SETTLE`]: for what must *not* happen (a counter that
+    /// stays 0), where there is nothing to wait for. The sample must be on the page.
+    pub async fn settled_value(&self, name: &str, labels: &[(&str, &str)]) -> Result<f64, Error> {
+        tokio::time::sleep(SETTLE).await;
+        metrics::scrape(self.admin, None).await?.value(name, labels)
     }
 
     /// Connections accepted so far by each worker (`worker_0` … `worker_{concurrency-1}`),
-    /// summed over the listeners, from the admin stats.
+    /// summed over the listeners (`envoy_listener_worker_downstream_cx_total`).
     pub fn connections_per_worker(&self, workers: u32) -> Result<Vec<u64>, Error> {
-        let (_, stats) = self.admin_get("/stats?filter=downstream_cx_total")?;
-        Ok((0..workers)
+        let (_, page) =
+            self.admin_get("/stats/prometheus?filter=worker_[0-9]%2B%5C.downstream_cx_total")?;
+        let metrics = Metrics::parse(&page);
+        (0..workers)
             .map(|w| {
-                let suffix = format!(".worker_{w}.downstream_cx_total");
-                stats
-                    .lines()
-                    .filter(|l| l.starts_with("listener.") && l.contains(&suffix))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                    .sum()
+                let id = w.to_string();
+                let mut samples = metrics
+                    .samples("envoy_listener_worker_downstream_cx_total")
+                    .filter(|s| s.label("envoy_worker_id") == Some(id.as_str()))
+                    .peekable();
+                if samples.peek().is_none() {
+                    return Err(format!("no downstream_cx_total of worker {w}: {page}").into());
+                }
+                Ok(samples.map(|s| s.value as u64).sum())
             })
-            .collect())
+            .collect()
     }
 
     fn read_listeners(&self) -> Result<Vec<(String, SocketAddr)>, Error> {
@@ -277,6 +393,7 @@ impl Drop for Envoy {
 }
 
 fn spawn(dir: &tempdir::Dir, bootstrap: &str, opts: &Options) -> Result<Child, Error> {
+    check_modules(bootstrap)?;
     let config = dir.path().join("envoy.yaml");
     std::fs::write(&config, bootstrap)?;
     let bin = envoy_binary();
@@ -313,133 +430,13 @@ fn read_log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("envoy.log")).unwrap_or_default()
 }
 
-/// A blocking HTTP/1.1 GET with `Connection: close`: (status, body).
-pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), Error> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok((status, body))
-}
-
-/// The body of a `Transfer-Encoding: chunked` HTTP/1.1 response, joined (test clients that
-/// read raw bytes).
-pub fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(rest.get(..n).unwrap_or(rest));
-        s = rest.get(n + 2..).unwrap_or("");
-    }
-    out
-}
-
-/// Finds `name{labels...} value` in Prometheus text output. Extra labels on the sample are
-/// allowed; every label given must match.
+/// Finds `name{labels...} value` in Prometheus text output (see [`Metrics::get`]).
 pub fn prometheus_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, rest) = match series.find('{') {
-                Some(i) => (series.get(..i)?, series.get(i..)?),
-                None => (series, ""),
-            };
-            if metric != name {
-                return None;
-            }
-            let all = labels
-                .iter()
-                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-            if all {
-                value.parse().ok()
-            } else {
-                None
-            }
-        })
+    Metrics::parse(text).get(name, labels)
 }
 
-/// The sum of every sample of a metric, whatever its labels (0 when there is none).
+/// The sum of every sample of a metric, whatever its labels (0 when there is none; see
+/// [`Metrics::sum`] to tell).
 pub fn prometheus_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let metric = series.split('{').next()?;
-            (metric == name)
-                .then(|| value.parse::<f64>().ok())
-                .flatten()
-        })
-        .sum()
-}
-
-/// A temporary directory removed on drop (kept when `KEEP_TMP` is set).
-mod tempdir {
-    use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    static N: AtomicU32 = AtomicU32::new(0);
-
-    pub struct Dir(PathBuf);
-
-    impl Dir {
-        pub fn new(prefix: &str) -> std::io::Result<Dir> {
-            let n = N.fetch_add(1, Ordering::SeqCst);
-            let p = std::env::temp_dir().join(format!("mesh-{prefix}-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p)?;
-            Ok(Dir(p))
-        }
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            if std::env::var_os("KEEP_TMP").is_none() {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prometheus_samples_are_found_by_name_and_labels() {
-        let text = "# TYPE mesh_deadline_rq_total counter\nmesh_deadline_rq_total{route=\"auth\"} 3\nmesh_deadline_rq_total{route=\"events\"} 5\n";
-        assert_eq!(
-            prometheus_value(text, "mesh_deadline_rq_total", &[("route", "events")]),
-            Some(5.0)
-        );
-        assert_eq!(
-            prometheus_value(text, "mesh_deadline_rq_total", &[("route", "x")]),
-            None
-        );
-    }
+    Metrics::parse(text).sum(name).unwrap_or(0.0)
 }

@@ -42,9 +42,6 @@ use mesh_trace_propagation::otlp::pb::trace::Span;
 use mesh_trace_propagation::otlp::{self, SERVICE_NAME_KEY};
 use prost::Message;
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 /// The path OTLP/HTTP exporters post traces to.
 pub const TRACES_PATH: &str = otlp::EXPORT_PATH;
@@ -55,7 +52,8 @@ pub const PROTOBUF: &str = otlp::CONTENT_TYPE;
 /// `google.rpc.Code.INVALID_ARGUMENT`, the code of the `Status` in a rejection body.
 const INVALID_ARGUMENT: i32 = 3;
 
-use crate::serve::{self, Body};
+use crate::server::{self, Body, Server, Stop};
+use crate::wait;
 
 /// One span as the receiver stored it.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,24 +157,7 @@ struct Shared {
     spans: Mutex<Vec<ReceivedSpan>>,
     counters: Mutex<Counters>,
     delay: Mutex<Duration>,
-    stop: watch::Receiver<bool>,
-}
-
-impl Shared {
-    /// Sleeps for `duration`; returns false when the receiver was shut down meanwhile.
-    async fn sleep(&self, duration: Duration) -> bool {
-        if duration.is_zero() {
-            return true;
-        }
-        let mut stop = self.stop.clone();
-        if *stop.borrow() {
-            return false;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(duration) => true,
-            _ = stop.wait_for(|stopped| *stopped) => false,
-        }
-    }
+    stop: Stop,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -186,16 +167,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A running OTLP/HTTP receiver. Dropping it (or calling [`Receiver::shutdown`]) closes the
 /// listener and all connections.
 pub struct Receiver {
-    addr: SocketAddr,
+    server: Server,
     shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Receiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Receiver")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .finish()
     }
 }
@@ -203,32 +182,28 @@ impl std::fmt::Debug for Receiver {
 /// Starts a receiver on `addr` (port 0 picks a free port; see [`Receiver::addr`]). Must be
 /// called inside a tokio runtime.
 pub async fn spawn(addr: SocketAddr) -> std::io::Result<Receiver> {
-    let listener = TcpListener::bind(addr).await?;
-    let addr = listener.local_addr()?;
-    let (stop, stop_rx) = watch::channel(false);
-    let shared = Arc::new(Shared {
+    let state = |stop| Shared {
         spans: Mutex::new(Vec::new()),
         counters: Mutex::new(Counters::default()),
         delay: Mutex::new(Duration::ZERO),
-        stop: stop_rx,
-    });
-    let task = tokio::spawn(serve::accept_loop(
-        listener,
-        Arc::clone(&shared),
-        |shared, request| async move { handle(&shared, request).await },
-    ));
-    Ok(Receiver {
-        addr,
-        shared,
         stop,
-        task: Some(task),
+    };
+    let (server, shared) = Server::http(addr, state, |shared, request| async move {
+        server::ok(handle(&shared, request).await)
     })
+    .await?;
+    Ok(Receiver { server, shared })
+}
+
+/// [`spawn`] on a free loopback port.
+pub async fn local() -> std::io::Result<Receiver> {
+    spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await
 }
 
 impl Receiver {
     /// The address the receiver listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Every stored span, in arrival order (request by request, in request order within one).
@@ -266,44 +241,18 @@ impl Receiver {
 
     /// Waits until at least `n` spans were stored; false if `timeout` passed first.
     pub async fn wait_for_spans(&self, n: usize, timeout: Duration) -> bool {
-        wait_until(timeout, || lock(&self.shared.spans).len() >= n).await
+        wait::until(timeout, || lock(&self.shared.spans).len() >= n).await
     }
 
     /// Waits until at least `n` requests to `/v1/traces` arrived; false if `timeout` passed
     /// first.
     pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
-        wait_until(timeout, || self.requests() >= n).await
+        wait::until(timeout, || self.requests() >= n).await
     }
 
     /// Stops the receiver and waits until its listener and connections are closed.
-    pub async fn shutdown(mut self) {
-        self.stop.send_replace(true);
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.send_replace(true);
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 }
 
@@ -334,7 +283,7 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Body> {
         lock(&shared.counters).bad_requests += 1;
     }
 
-    if shared.sleep(delay).await {
+    if shared.stop.sleep(delay).await {
         response
     } else {
         plain(StatusCode::SERVICE_UNAVAILABLE)

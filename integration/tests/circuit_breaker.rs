@@ -11,12 +11,13 @@
 
 use bytes::Bytes;
 use mesh_integration::bootstrap::{
-    bootstrap, cluster, listener, route, wasm_filter, with_metadata,
+    bootstrap, cluster, filter, listener, route, with_metadata, Plugin,
 };
 use mesh_integration::client;
-use mesh_integration::envoy::{wasm, Envoy, Options};
-use mesh_integration::grpc;
-use mesh_integration::upstream::{self, Upstream};
+use mesh_integration::client::grpc;
+use mesh_integration::envoy::{Envoy, Options};
+use mesh_integration::fixture;
+use mesh_integration::upstream;
 use mesh_kit::proto::google_rpc::{RetryInfo, Status};
 use prost::Message;
 use serde_json::{json, Value};
@@ -25,29 +26,9 @@ use std::time::Duration;
 
 const FILTER: &str = "mesh.circuit_breaker";
 
-async fn demo(name: &str) -> Upstream {
-    upstream::spawn(name, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
-}
-
-fn breaker_filter(config: Value) -> Value {
-    wasm_filter(FILTER, &wasm("mesh_circuit_breaker").unwrap(), &config)
-}
-
-fn two_workers() -> Options {
-    Options {
-        concurrency: 2,
-        ..Options::default()
-    }
-}
-
 fn start(config: Value, routes: Vec<Value>, svc: SocketAddr) -> Envoy {
-    let b = bootstrap(
-        vec![listener("main", routes, vec![breaker_filter(config)])],
-        vec![cluster("svc", svc, true)],
-    );
-    Envoy::start_with(&b, &two_workers()).unwrap()
+    let b = fixture::one_service(vec![filter(FILTER, &config)], routes, svc);
+    Envoy::start_with(&b, &Options::workers(2)).unwrap()
 }
 
 async fn status_of(addr: SocketAddr, path: &str) -> client::Response {
@@ -90,15 +71,26 @@ async fn one_connection_per_worker(envoy: &Envoy, addr: SocketAddr) -> [client::
     );
 }
 
-fn state(envoy: &Envoy, route: &str) -> f64 {
+/// Waits until the route's breaker is in `state` (0 closed, 1 open, 2 half-open): transitions
+/// on a response are recorded when the stream ends, just after the client has the response.
+async fn assert_state(envoy: &Envoy, route: &str, state: f64) {
     envoy
-        .metric("mesh_circuit_breaker_state", &[("route", route)])
-        .unwrap()
+        .wait_for_value("mesh_circuit_breaker_state", &[("route", route)], state)
+        .await
+        .unwrap();
+}
+
+/// Waits until a counter of the route has the value `want`.
+async fn assert_counter(envoy: &Envoy, name: &str, route: &str, want: f64) {
+    envoy
+        .wait_for_value(name, &[("route", route)], want)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn five_consecutive_503s_open_the_breaker_and_the_sixth_call_never_reaches_the_upstream() {
-    let svc = demo("auth").await;
+    let svc = upstream::local("auth").await.unwrap();
     let envoy = start(
         json!({"open_duration": "30s"}),
         vec![route("auth", "/", "svc")],
@@ -123,25 +115,10 @@ async fn five_consecutive_503s_open_the_breaker_and_the_sixth_call_never_reaches
     assert!((29..=30).contains(&retry_after), "{retry_after}");
     assert_eq!(r.json()["error"], "circuit_open");
     assert_eq!(svc.count(), 5, "the upstream saw exactly the five failures");
-    assert_eq!(state(&envoy, "auth"), 1.0);
-    assert_eq!(
-        envoy
-            .metric("mesh_circuit_breaker_opened", &[("route", "auth")])
-            .unwrap(),
-        1.0
-    );
-    assert_eq!(
-        envoy
-            .metric("mesh_circuit_breaker_failures", &[("route", "auth")])
-            .unwrap(),
-        5.0
-    );
-    assert_eq!(
-        envoy
-            .metric("mesh_circuit_breaker_rq_rejected", &[("route", "auth")])
-            .unwrap(),
-        1.0
-    );
+    assert_state(&envoy, "auth", 1.0).await;
+    assert_counter(&envoy, "mesh_circuit_breaker_opened", "auth", 1.0).await;
+    assert_counter(&envoy, "mesh_circuit_breaker_failures", "auth", 5.0).await;
+    assert_counter(&envoy, "mesh_circuit_breaker_rq_rejected", "auth", 1.0).await;
     let log = envoy.log();
     assert_eq!(
         log.matches(
@@ -155,15 +132,17 @@ async fn five_consecutive_503s_open_the_breaker_and_the_sixth_call_never_reaches
 
 #[tokio::test(flavor = "multi_thread")]
 async fn probes_close_a_healed_breaker_and_a_failed_probe_doubles_the_open_time() {
-    let svc = demo("learner").await;
+    let svc = upstream::local("learner").await.unwrap();
     let config = json!({"open_duration": "1s", "max_open_duration": "8s", "half_open_requests": 1});
     let envoy = start(config, vec![route("learner", "/", "svc")], svc.addr());
     let addr = envoy.listener("main");
-    assert_eq!(state(&envoy, "learner"), 0.0);
+    // Closed to begin with (the route's stats exist once a request went through).
+    assert_eq!(status_of(addr, "/learner/x").await.status, 200);
+    assert_state(&envoy, "learner", 0.0).await;
     for _ in 0..5 {
         status_of(addr, "/learner/x?status=503").await;
     }
-    assert_eq!(state(&envoy, "learner"), 1.0);
+    assert_state(&envoy, "learner", 1.0).await;
     assert!(rejected(&status_of(addr, "/learner/x").await));
 
     // After 1 s a probe passes; it fails, so the breaker re-opens for 2 s.
@@ -183,37 +162,24 @@ async fn probes_close_a_healed_breaker_and_a_failed_probe_doubles_the_open_time(
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let slow_probe = tokio::spawn(client::get(addr, "/learner/x?sleep_ms=800", &[]));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        state(&envoy, "learner"),
-        2.0,
-        "half-open while the probe is out"
-    );
+    // Half-open while the probe is out.
+    assert_state(&envoy, "learner", 2.0).await;
     assert!(
         rejected(&status_of(addr, "/learner/x").await),
         "one probe at a time"
     );
     assert_eq!(slow_probe.await.unwrap().unwrap().status, 200);
-    assert_eq!(state(&envoy, "learner"), 0.0);
+    assert_state(&envoy, "learner", 0.0).await;
     for _ in 0..5 {
         assert_eq!(status_of(addr, "/learner/x").await.status, 200);
     }
-    assert_eq!(
-        envoy
-            .metric("mesh_circuit_breaker_opened", &[("route", "learner")])
-            .unwrap(),
-        2.0
-    );
-    assert_eq!(
-        envoy
-            .metric("mesh_circuit_breaker_closed", &[("route", "learner")])
-            .unwrap(),
-        1.0
-    );
+    assert_counter(&envoy, "mesh_circuit_breaker_opened", "learner", 2.0).await;
+    assert_counter(&envoy, "mesh_circuit_breaker_closed", "learner", 1.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn half_failures_over_minimum_requests_open_it_and_a_tenth_does_not() {
-    let svc = demo("events").await;
+    let svc = upstream::local("events").await.unwrap();
     let config = json!({"consecutive_failures": 1000, "failure_rate": 0.5, "minimum_requests": 20, "window": "30s"});
     let routes = vec![
         route("half", "/half/", "svc"),
@@ -246,12 +212,16 @@ async fn half_failures_over_minimum_requests_open_it_and_a_tenth_does_not() {
             "call {i}: 10% must not open it"
         );
     }
-    assert_eq!(state(&envoy, "tenth"), 0.0);
+    let tenth = envoy
+        .settled_value("mesh_circuit_breaker_state", &[("route", "tenth")])
+        .await
+        .unwrap();
+    assert_eq!(tenth, 0.0, "10% failures left the breaker closed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_calls_open_the_breaker() {
-    let svc = demo("events").await;
+    let svc = upstream::local("events").await.unwrap();
     let config = json!({"consecutive_failures": 1000, "slow_call_duration": "150ms", "slow_call_rate": 0.5, "minimum_requests": 4});
     let envoy = start(config, vec![route("events", "/", "svc")], svc.addr());
     let addr = envoy.listener("main");
@@ -260,18 +230,13 @@ async fn slow_calls_open_the_breaker() {
     }
     let r = status_of(addr, "/events/x").await;
     assert!(rejected(&r), "{r:?}");
-    assert_eq!(
-        envoy
-            .metric("mesh_circuit_breaker_slow_calls", &[("route", "events")])
-            .unwrap(),
-        4.0
-    );
+    assert_counter(&envoy, "mesh_circuit_breaker_slow_calls", "events", 4.0).await;
     assert!(envoy.log().contains("after slow-call rate 100%"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_unavailable_in_trailers_counts_and_the_rejection_carries_retry_info() {
-    let svc = demo("auth").await;
+    let svc = upstream::local("auth").await.unwrap();
     let envoy = start(
         json!({"open_duration": "20s"}),
         vec![route("auth-grpc", "/", "svc")],
@@ -311,8 +276,8 @@ async fn grpc_unavailable_in_trailers_counts_and_the_rejection_carries_retry_inf
 
 #[tokio::test(flavor = "multi_thread")]
 async fn routes_have_independent_breakers_and_cluster_scope_shares_one() {
-    let a = demo("a").await;
-    let b = demo("b").await;
+    let a = upstream::local("a").await.unwrap();
+    let b = upstream::local("b").await.unwrap();
     let cluster_scope = json!({"scope": "cluster"});
     let routes = vec![
         route("one", "/one/", "svc_a"),
@@ -328,14 +293,14 @@ async fn routes_have_independent_breakers_and_cluster_scope_shares_one() {
         vec![listener(
             "main",
             routes,
-            vec![breaker_filter(json!({"open_duration": "30s"}))],
+            vec![filter(FILTER, &json!({"open_duration": "30s"}))],
         )],
         vec![
             cluster("svc_a", a.addr(), true),
             cluster("svc_b", b.addr(), true),
         ],
     );
-    let envoy = Envoy::start_with(&b_cfg, &two_workers()).unwrap();
+    let envoy = Envoy::start_with(&b_cfg, &Options::workers(2)).unwrap();
     let addr = envoy.listener("main");
 
     for _ in 0..5 {
@@ -361,36 +326,29 @@ async fn routes_have_independent_breakers_and_cluster_scope_shares_one() {
         "five failures across two routes of one cluster"
     );
     assert!(rejected(&status_of(addr, "/four/x").await));
-    assert_eq!(
-        envoy
-            .metric("mesh_circuit_breaker_state", &[("cluster", "svc_b")])
-            .unwrap(),
-        1.0
-    );
+    envoy
+        .wait_for_value("mesh_circuit_breaker_state", &[("cluster", "svc_b")], 1.0)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replies_made_by_our_own_filters_are_not_counted_as_upstream_failures() {
-    let svc = demo("auth").await;
+    let svc = upstream::local("auth").await.unwrap();
     // Breaker first, then the deadline filter, which rejects expired requests locally.
-    let deadline = {
-        let mut f = wasm_filter(
-            "mesh.deadline",
-            &wasm("mesh_deadline").unwrap(),
-            &json!({"timeout": "5s"}),
-        );
-        f["typed_config"]["config"]["vm_config"]["vm_id"] = json!("mesh-deadline");
-        f
-    };
+    let deadline = filter(
+        "mesh.deadline",
+        Plugin::json(&json!({"timeout": "5s"})).in_vm("mesh-deadline"),
+    );
     let b = bootstrap(
         vec![listener(
             "main",
             vec![route("auth", "/", "svc")],
-            vec![breaker_filter(json!({})), deadline],
+            vec![filter(FILTER, &json!({})), deadline],
         )],
         vec![cluster("svc", svc.addr(), true)],
     );
-    let envoy = Envoy::start_with(&b, &two_workers()).unwrap();
+    let envoy = Envoy::start_with(&b, &Options::workers(2)).unwrap();
     let addr = envoy.listener("main");
     for _ in 0..10 {
         let r = client::get(addr, "/auth/x", &[("x-envoy-expected-rq-timeout-ms", "0")])
@@ -406,18 +364,17 @@ async fn replies_made_by_our_own_filters_are_not_counted_as_upstream_failures() 
         200,
         "ten local 504s did not open the breaker"
     );
-    assert_eq!(
-        envoy
-            .metric("mesh_circuit_breaker_failures", &[("route", "auth")])
-            .unwrap(),
-        0.0
-    );
+    let failures = envoy
+        .settled_value("mesh_circuit_breaker_failures", &[("route", "auth")])
+        .await
+        .unwrap();
+    assert_eq!(failures, 0.0, "our own 504s are not upstream failures");
     assert_eq!(svc.count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_cannot_hide_its_failures_behind_our_rejection_header() {
-    let svc = demo("auth").await;
+    let svc = upstream::local("auth").await.unwrap();
     let envoy = start(json!({}), vec![route("auth", "/", "svc")], svc.addr());
     let addr = envoy.listener("main");
     for _ in 0..5 {
@@ -434,12 +391,7 @@ async fn an_upstream_cannot_hide_its_failures_behind_our_rejection_header() {
             "the upstream sent it"
         );
     }
-    assert_eq!(
-        envoy
-            .metric("mesh_circuit_breaker_failures", &[("route", "auth")])
-            .unwrap(),
-        5.0
-    );
+    assert_counter(&envoy, "mesh_circuit_breaker_failures", "auth", 5.0).await;
     let r = status_of(addr, "/auth/x").await;
     assert!(
         rejected(&r) && r.header("retry-after").is_some(),
@@ -449,27 +401,13 @@ async fn an_upstream_cannot_hide_its_failures_behind_our_rejection_header() {
 
 #[test]
 fn invalid_breaker_configs_are_refused_and_the_log_names_the_field() {
-    let svc: SocketAddr = "127.0.0.1:9".parse().unwrap();
     for (config, field) in [
         (json!({"consecutive_failures": 0}), "consecutive_failures"),
         (json!({"failure_rate": 2}), "failure_rate"),
         (json!({"failure_on": ["5xx", "teapot"]}), "failure_on"),
         (json!({"open_duration": "60"}), "open_duration"),
     ] {
-        let b = bootstrap(
-            vec![listener(
-                "main",
-                vec![route("r", "/", "svc")],
-                vec![breaker_filter(config.clone())],
-            )],
-            vec![cluster("svc", svc, true)],
-        );
-        let refused = Envoy::refuse(&b).unwrap();
-        let line = refused
-            .log
-            .lines()
-            .find(|l| l.contains("mesh.circuit_breaker: invalid configuration"))
-            .unwrap_or_else(|| panic!("{config}: {}", refused.log));
+        let line = fixture::refusal(FILTER, &config).unwrap();
         assert!(line.contains(&format!("field `{field}`")), "{line}");
     }
 }

@@ -10,11 +10,12 @@
 
 use bytes::Bytes;
 use mesh_integration::bootstrap::{
-    bootstrap, cluster, listener, route, wasm_filter, with_metadata,
+    bootstrap, cluster, filter, listener, route, with_filter_disabled, with_metadata,
 };
+use mesh_integration::client::grpc;
 use mesh_integration::client::{self, Proto};
-use mesh_integration::envoy::{wasm, Envoy};
-use mesh_integration::grpc;
+use mesh_integration::envoy::Envoy;
+use mesh_integration::fixture;
 use mesh_integration::upstream::{self, Upstream};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -22,22 +23,27 @@ use std::time::Duration;
 
 const FILTER: &str = "mesh.deadline";
 
-async fn demo(name: &str) -> Upstream {
-    upstream::spawn(name, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
-}
-
-fn deadline_filter(config: Value) -> Value {
-    wasm_filter(FILTER, &wasm("mesh_deadline").unwrap(), &config)
-}
-
 /// One listener `main` with the deadline filter and these routes, all to cluster `svc`.
 fn one_service(config: Value, routes: Vec<Value>, svc: SocketAddr) -> Value {
-    bootstrap(
-        vec![listener("main", routes, vec![deadline_filter(config)])],
-        vec![cluster("svc", svc, true)],
-    )
+    fixture::one_service(vec![filter(FILTER, &config)], routes, svc)
+}
+
+/// The demo service `service` behind the deadline filter (plugin configuration `plugin`) on
+/// one route `route` (prefix `/`) with this route metadata.
+async fn one_route(
+    service: &str,
+    route_name: &str,
+    metadata: Value,
+    plugin: Value,
+) -> (Upstream, Envoy) {
+    let svc = upstream::local(service).await.unwrap();
+    let routes = vec![with_metadata(
+        route(route_name, "/", "svc"),
+        FILTER,
+        metadata,
+    )];
+    let envoy = Envoy::start(&one_service(plugin, routes, svc.addr())).unwrap();
+    (svc, envoy)
 }
 
 /// A gRPC call over raw h2c, for calls whose `grpc-timeout` a gRPC library would also enforce on
@@ -48,25 +54,13 @@ async fn grpc_h2(
     path: &str,
     metadata: &[(&str, &str)],
 ) -> (u32, client::Response) {
-    let mut headers = vec![("content-type", "application/grpc"), ("te", "trailers")];
-    headers.extend_from_slice(metadata);
-    let r = client::request(
-        addr,
-        Proto::H2c,
-        "POST",
-        path,
-        &headers,
-        Some(grpc::frame(b"x").to_vec()),
-    )
-    .await
-    .unwrap();
+    let r = client::grpc_h2(addr, path, metadata, grpc::frame(b"x").to_vec())
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "gRPC rides on HTTP 200: {r:?}");
     let status = r
-        .header("grpc-status")
-        .or(r.trailer("grpc-status"))
-        .unwrap_or_else(|| panic!("no grpc-status: {r:?}"))
-        .parse()
-        .unwrap();
+        .grpc_status()
+        .unwrap_or_else(|| panic!("no grpc-status: {r:?}"));
     (status, r)
 }
 
@@ -87,13 +81,13 @@ fn assert_about(elapsed: Duration, expected_ms: u64, tolerance_ms: u64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_two_second_route_cuts_a_three_second_upstream_over_http_and_grpc() {
-    let svc = demo("events").await;
-    let routes = vec![with_metadata(
-        route("events", "/", "svc"),
-        FILTER,
+    let (_svc, envoy) = one_route(
+        "events",
+        "events",
         json!({"timeout": "2s"}),
-    )];
-    let envoy = Envoy::start(&one_service(json!({"timeout": "15s"}), routes, svc.addr())).unwrap();
+        json!({"timeout": "15s"}),
+    )
+    .await;
     let addr = envoy.listener("main");
 
     let (http1, h2) = tokio::join!(
@@ -130,29 +124,26 @@ async fn a_two_second_route_cuts_a_three_second_upstream_over_http_and_grpc() {
     assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
     assert_about(elapsed, 2000, 300);
 
-    assert_eq!(
-        envoy
-            .metric("mesh_deadline_rq_timeout", &[("route", "events")])
-            .unwrap(),
-        3.0
-    );
-    assert_eq!(
-        envoy
-            .metric("mesh_deadline_rq_total", &[("route", "events")])
-            .unwrap(),
-        3.0
-    );
+    let events = [("route", "events")];
+    envoy
+        .wait_for_value("mesh_deadline_rq_timeout", &events, 3.0)
+        .await
+        .unwrap();
+    envoy
+        .wait_for_value("mesh_deadline_rq_total", &events, 3.0)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_callers_grpc_timeout_shrinks_the_budget_and_is_propagated() {
-    let svc = demo("auth").await;
-    let routes = vec![with_metadata(
-        route("auth", "/", "svc"),
-        FILTER,
+    let (svc, envoy) = one_route(
+        "auth",
+        "auth",
         json!({"timeout": "5s"}),
-    )];
-    let envoy = Envoy::start(&one_service(json!({"timeout": "15s"}), routes, svc.addr())).unwrap();
+        json!({"timeout": "15s"}),
+    )
+    .await;
     let addr = envoy.listener("main");
 
     let reply = grpc::unary(
@@ -190,7 +181,7 @@ async fn a_callers_grpc_timeout_shrinks_the_budget_and_is_propagated() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_back_envoys_budget_is_the_front_envoys_remainder() {
-    let svc = demo("learner").await;
+    let svc = upstream::local("learner").await.unwrap();
     let back_routes = vec![with_metadata(
         route("learner", "/", "svc"),
         FILTER,
@@ -211,7 +202,7 @@ async fn the_back_envoys_budget_is_the_front_envoys_remainder() {
         vec![listener(
             "main",
             front_routes,
-            vec![deadline_filter(json!({"timeout": "10s"}))],
+            vec![filter(FILTER, &json!({"timeout": "10s"}))],
         )],
         vec![cluster("back", back.listener("main"), true)],
     ))
@@ -267,17 +258,15 @@ async fn the_back_envoys_budget_is_the_front_envoys_remainder() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_deadline_is_rejected_on_arrival_and_never_reaches_the_upstream() {
-    let svc = demo("auth").await;
-    let routes = vec![with_metadata(
-        route("auth", "/", "svc"),
-        FILTER,
+    let (svc, envoy) = one_route(
+        "auth",
+        "auth",
         json!({"timeout": "5s"}),
-    )];
-    let envoy = Envoy::start(&one_service(json!({"timeout": "15s"}), routes, svc.addr())).unwrap();
+        json!({"timeout": "15s"}),
+    )
+    .await;
     let addr = envoy.listener("main");
-    let before = envoy
-        .metric("mesh_deadline_rq_expired", &[("route", "auth")])
-        .unwrap();
+    let auth = [("route", "auth")];
 
     let r = client::get(addr, "/auth/x", &[("x-envoy-expected-rq-timeout-ms", "0")])
         .await
@@ -290,31 +279,27 @@ async fn an_expired_deadline_is_rejected_on_arrival_and_never_reaches_the_upstre
         (Some("deadline_exceeded"), Some(FILTER)),
         "{body}"
     );
-    assert_eq!(
-        envoy
-            .metric("mesh_deadline_rq_expired", &[("route", "auth")])
-            .unwrap(),
-        before + 1.0
-    );
+    envoy
+        .wait_for_value("mesh_deadline_rq_expired", &auth, 1.0)
+        .await
+        .unwrap();
 
     let (status, r) = grpc_h2(addr, "/mesh.demo.Auth/Check", &[("grpc-timeout", "1n")]).await;
     assert_eq!(status, 4, "DEADLINE_EXCEEDED: {r:?}");
     assert_eq!(r.header("grpc-status"), Some("4"), "trailers-only");
     assert_eq!(r.header("x-mesh-rejected-by"), Some(FILTER));
     assert!(r.elapsed < Duration::from_millis(200), "{:?}", r.elapsed);
-    assert_eq!(
-        envoy
-            .metric("mesh_deadline_rq_expired", &[("route", "auth")])
-            .unwrap(),
-        before + 2.0
-    );
+    envoy
+        .wait_for_value("mesh_deadline_rq_expired", &auth, 2.0)
+        .await
+        .unwrap();
 
     assert_eq!(svc.count(), 0, "the upstream saw {:?}", svc.requests());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_route_gets_its_own_timeout_and_disabled_routes_are_left_alone() {
-    let svc = demo("mesh").await;
+    let svc = upstream::local("mesh").await.unwrap();
     let routes = vec![
         with_metadata(
             route("fast", "/fast/", "svc"),
@@ -331,11 +316,7 @@ async fn each_route_gets_its_own_timeout_and_disabled_routes_are_left_alone() {
             FILTER,
             json!({"disabled": true}),
         ),
-        {
-            let mut r = route("off-native", "/off-native/", "svc");
-            r["typed_per_filter_config"] = json!({FILTER: {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": true}});
-            r
-        },
+        with_filter_disabled(route("off-native", "/off-native/", "svc"), FILTER),
         route("plugin", "/plugin/", "svc"),
     ];
     let envoy = Envoy::start(&one_service(json!({"timeout": "4s"}), routes, svc.addr())).unwrap();
@@ -370,29 +351,27 @@ async fn each_route_gets_its_own_timeout_and_disabled_routes_are_left_alone() {
         .unwrap();
     assert_eq!(r.status, 200, "a disabled route must not be cut");
 
-    assert_eq!(
-        envoy
-            .metric("mesh_deadline_rq_total", &[("route", "off")])
-            .unwrap(),
-        0.0
-    );
-    assert!(
-        envoy
-            .metric("mesh_deadline_rq_total", &[("route", "fast")])
-            .unwrap()
-            >= 2.0
-    );
+    // The disabled route never counts: its sample is absent or 0, on the same page where the
+    // same name counts the route that has the filter (so the name is right).
+    let off = envoy
+        .wait_for("rq_total of route fast ≥ 2", |m| {
+            let fast = m.get("mesh_deadline_rq_total", &[("route", "fast")])?;
+            (fast >= 2.0).then(|| m.get("mesh_deadline_rq_total", &[("route", "off")]))
+        })
+        .await
+        .unwrap();
+    assert_eq!(off.unwrap_or(0.0), 0.0, "the disabled route was counted");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_deadline_headers_are_ignored_and_counted() {
-    let svc = demo("auth").await;
-    let routes = vec![with_metadata(
-        route("auth", "/", "svc"),
-        FILTER,
+    let (svc, envoy) = one_route(
+        "auth",
+        "auth",
         json!({"timeout": "5s"}),
-    )];
-    let envoy = Envoy::start(&one_service(json!({"timeout": "15s"}), routes, svc.addr())).unwrap();
+        json!({"timeout": "15s"}),
+    )
+    .await;
     let addr = envoy.listener("main");
 
     for bad in ["abc", "123456789S", "-5S", "5", ""] {
@@ -418,20 +397,24 @@ async fn malformed_deadline_headers_are_ignored_and_counted() {
     assert_eq!(r.status, 200);
     // Envoy may drop an empty header value before the filter sees it; count what arrived.
     let invalid = envoy
-        .metric("mesh_deadline_invalid_header", &[("route", "auth")])
+        .wait_for("invalid_header ≥ 5", |m| {
+            m.get("mesh_deadline_invalid_header", &[("route", "auth")])
+                .filter(|v| *v >= 5.0)
+        })
+        .await
         .unwrap();
     assert!((5.0..=6.0).contains(&invalid), "invalid_header = {invalid}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn client_sent_router_timeouts_cannot_extend_the_budget() {
-    let svc = demo("auth").await;
-    let routes = vec![with_metadata(
-        route("auth", "/", "svc"),
-        FILTER,
+    let (svc, envoy) = one_route(
+        "auth",
+        "auth",
         json!({"timeout": "300ms", "per_try_timeout": "10s"}),
-    )];
-    let envoy = Envoy::start(&one_service(json!({"timeout": "15s"}), routes, svc.addr())).unwrap();
+        json!({"timeout": "15s"}),
+    )
+    .await;
     let addr = envoy.listener("main");
     let headers = [
         ("x-envoy-upstream-rq-timeout-ms", "60000"),
@@ -457,18 +440,13 @@ async fn client_sent_router_timeouts_cannot_extend_the_budget() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_route_metadata_fails_open_with_the_plugin_config_and_is_counted() {
-    let svc = demo("auth").await;
-    let routes = vec![with_metadata(
-        route("broken", "/", "svc"),
-        FILTER,
+    let (svc, envoy) = one_route(
+        "auth",
+        "broken",
         json!({"timeout": "5"}),
-    )];
-    let envoy = Envoy::start(&one_service(
         json!({"timeout": "700ms"}),
-        routes,
-        svc.addr(),
-    ))
-    .unwrap();
+    )
+    .await;
     let addr = envoy.listener("main");
     for _ in 0..3 {
         let r = client::get(addr, "/x", &[]).await.unwrap();
@@ -476,12 +454,10 @@ async fn invalid_route_metadata_fails_open_with_the_plugin_config_and_is_counted
     }
     let expected = ms_header(&svc.requests()[0], "x-envoy-expected-rq-timeout-ms");
     assert!((600..=700).contains(&expected), "{expected}");
-    assert_eq!(
-        envoy
-            .metric("mesh_deadline_config_error", &[("route", "broken")])
-            .unwrap(),
-        3.0
-    );
+    envoy
+        .wait_for_value("mesh_deadline_config_error", &[("route", "broken")], 3.0)
+        .await
+        .unwrap();
     let log = envoy.log();
     let lines: Vec<&str> = log
         .lines()
@@ -497,25 +473,13 @@ async fn invalid_route_metadata_fails_open_with_the_plugin_config_and_is_counted
 
 #[test]
 fn invalid_plugin_configs_are_refused_and_the_log_names_the_field() {
-    let svc: SocketAddr = "127.0.0.1:9".parse().unwrap();
     for (config, field) in [
         (json!({"timeout": "5s", "timeuot": "1s"}), "timeuot"),
         (json!({"timeout": "5"}), "timeout"),
         (json!({"timeout": "-5s"}), "timeout"),
         (json!({"timeout": "5s", "min_budget": "0ms"}), "min_budget"),
     ] {
-        let refused = Envoy::refuse(&one_service(
-            config.clone(),
-            vec![route("r", "/", "svc")],
-            svc,
-        ))
-        .unwrap();
-        assert!(!refused.status.success(), "{config}");
-        let line = refused
-            .log
-            .lines()
-            .find(|l| l.contains("mesh.deadline: invalid configuration"))
-            .unwrap_or_else(|| panic!("no config error line for {config}:\n{}", refused.log));
+        let line = fixture::refusal(FILTER, &config).unwrap();
         assert!(line.contains(&format!("field `{field}`")), "{line}");
     }
 }

@@ -14,18 +14,16 @@
     clippy::indexing_slicing
 )]
 
-use mesh_integration::bootstrap::{
-    bootstrap, cluster, listener, route, wasm_filter, with_metadata, with_mtls,
-};
-use mesh_integration::certs::{Leaf, Pki, SERVER_NAME};
+use mesh_integration::bootstrap::{cluster, filter, route, with_metadata};
+use mesh_integration::certs::Leaf;
 use mesh_integration::client::Response;
-use mesh_integration::envoy::{wasm, Envoy, Options};
+use mesh_integration::envoy::SETTLE;
+use mesh_integration::fixture;
+use mesh_integration::metrics::Metrics;
 use mesh_integration::otlp_receiver;
-use mesh_integration::tls;
 use mesh_integration::upstream;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const CLIENT: &str = "spiffe://mesh.local/ns/default/sa/client";
@@ -59,55 +57,47 @@ const ROUTE_METRICS: [&str; 13] = [
     "mesh_trace_propagation_config_error",
 ];
 
+/// The suite behind the mTLS listener, and the client every request is sent as.
 struct Mesh {
-    envoy: Envoy,
-    pki: Pki,
+    mesh: fixture::Mesh,
     client: Leaf,
-    addr: SocketAddr,
+}
+
+impl std::ops::Deref for Mesh {
+    type Target = fixture::Mesh;
+    fn deref(&self) -> &fixture::Mesh {
+        &self.mesh
+    }
 }
 
 impl Mesh {
     async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Result<Response, String> {
-        tls::get(
-            self.addr,
-            SERVER_NAME,
-            &self.pki.ca.cert_pem(),
-            Some(&self.client),
-            path,
-            headers,
-        )
-        .await
-        .map_err(|e| e.to_string())
+        self.mesh
+            .get(Some(&self.client), path, headers)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// The per-route counters that are not zero.
     fn counters(&self, route: &str) -> BTreeMap<&'static str, u64> {
-        let text = self.envoy.prometheus().unwrap();
-        ROUTE_METRICS
-            .iter()
-            .filter_map(|name| {
-                let v = mesh_integration::envoy::prometheus_value(&text, name, &[("route", route)])
-                    .unwrap_or(0.0) as u64;
-                (v > 0).then_some((*name, v))
-            })
-            .collect()
+        route_counters(&self.envoy.metrics().unwrap(), route)
     }
 
-    /// The route's counters once they equal `expected`, or as they are after 3 s: a stream's
-    /// end (`on_log`) may be recorded just after the client saw it.
+    /// The route's counters once they equal `expected`: a stream's end (`on_log`) may be
+    /// recorded just after the client saw it. Fails with every counter's last value.
     async fn counters_when(
         &self,
         route: &str,
         expected: &BTreeMap<&'static str, u64>,
     ) -> BTreeMap<&'static str, u64> {
-        let deadline = Instant::now() + Duration::from_secs(3);
-        loop {
-            let c = self.counters(route);
-            if &c == expected || Instant::now() > deadline {
-                return c;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let what = format!("counters of route {route} = {expected:?}");
+        self.envoy
+            .wait_for_within(Duration::from_secs(3), &what, |m| {
+                let c = route_counters(m, route);
+                (&c == expected).then_some(c)
+            })
+            .await
+            .unwrap()
     }
 
     fn global(&self, name: &str) -> u64 {
@@ -159,6 +149,20 @@ fn status(r: &Result<Response, String>) -> String {
     }
 }
 
+/// The per-route counters of the five stages that are not zero on `route` (absent on the route
+/// counts as zero: a stage that never ran there defined none). Every name must be on the page
+/// for some route, so a misspelled one fails instead of reading as zero.
+fn route_counters(m: &Metrics, route: &str) -> BTreeMap<&'static str, u64> {
+    ROUTE_METRICS
+        .iter()
+        .filter_map(|name| {
+            assert!(m.has(name), "{}", m.absent(name, &[]));
+            let v = m.get(name, &[("route", route)]).unwrap_or(0.0) as u64;
+            (v > 0).then_some((*name, v))
+        })
+        .collect()
+}
+
 fn counters_of(pairs: &[(&'static str, u64)]) -> BTreeMap<&'static str, u64> {
     pairs.iter().copied().collect()
 }
@@ -166,22 +170,13 @@ fn counters_of(pairs: &[(&'static str, u64)]) -> BTreeMap<&'static str, u64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_stage_follows_its_failure_policy_under_faults_and_nothing_else_breaks() {
     let started = Instant::now();
-    let svc = upstream::spawn("svc", "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let victim = upstream::spawn("victim", "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let svc = upstream::local("svc").await.unwrap();
+    let victim = upstream::local("victim").await.unwrap();
     let victim_addr = victim.addr();
     // Connection refused: a loopback port that was bound once and is free again.
-    let refused: SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let refused = fixture::closed_port().unwrap();
     // The collector accepts, reads the export, and never answers.
-    let collector = otlp_receiver::spawn("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let collector = otlp_receiver::local().await.unwrap();
     collector.set_delay(Duration::from_secs(3600));
 
     let invalid_open = [
@@ -213,57 +208,27 @@ async fn every_stage_follows_its_failure_policy_under_faults_and_nothing_else_br
         ),
         bad_open,
     ];
-    let pki = Pki::new("faults").unwrap();
-    let mut mtls = with_mtls(
-        listener(
-            "mtls",
-            routes,
-            vec![wasm_filter(
-                "mesh",
-                &wasm("mesh_filters").unwrap(),
-                &config(),
-            )],
-        ),
-        &pki.envoy,
-        false,
-        "SANITIZE_SET",
-    );
-    // Envoy's view of each request in its log (flushed every few seconds): response flags,
-    // attempts and details per fault.
-    mtls["filter_chains"][0]["filters"][0]["typed_config"]["access_log"] = json!([{
-        "name": "envoy.access_loggers.stderr",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
-            "log_format": {"text_format_source": {"inline_string":
-                "ACCESS %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %RESPONSE_CODE_DETAILS%\n"}}
-        }
-    }]);
-    let b = bootstrap(
-        vec![mtls],
-        vec![
-            cluster("svc", svc.addr(), true),
-            cluster("svc_h1", svc.addr(), false),
-            cluster("victim", victim_addr, true),
-            cluster("refused", refused, true),
-            cluster("otlp", collector.addr(), false),
-        ],
-    );
-    let envoy = Envoy::start_with(
-        &b,
-        &Options {
-            concurrency: 2,
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    let client = pki.client(&[CLIENT]).unwrap();
-    let addr = envoy.listener("mtls");
-    let mesh = Mesh {
-        envoy,
-        pki,
-        client,
-        addr,
-    };
+    let mut mesh = fixture::Mesh::builder("faults")
+        .filter(filter("mesh", &config()))
+        .routes(routes)
+        // Envoy's view of each request in its log (flushed every few seconds): response flags,
+        // attempts and details per fault.
+        .access_log(
+            "ACCESS %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %RESPONSE_CODE_DETAILS%\n",
+        )
+        .workers(2);
+    for c in [
+        cluster("svc", svc.addr(), true),
+        cluster("svc_h1", svc.addr(), false),
+        cluster("victim", victim_addr, true),
+        cluster("refused", refused, true),
+        cluster("otlp", collector.addr(), false),
+    ] {
+        mesh = mesh.cluster(c);
+    }
+    let mesh = mesh.start().unwrap();
+    let client = mesh.client(&[CLIENT]).unwrap();
+    let mesh = Mesh { mesh, client };
     let seen = |prefix: &str| svc.count_path_prefix(prefix);
     let mut rows = Vec::new();
     let mut healthy = Vec::new();
@@ -317,13 +282,6 @@ async fn every_stage_follows_its_failure_policy_under_faults_and_nothing_else_br
             ("mesh_retry_budget_rq_total", 1),
         ]);
         let c = mesh.counters_when(route_name, &expected).await;
-        if c != expected {
-            tokio::time::sleep(Duration::from_secs(11)).await;
-            eprintln!(
-                "STATS {}",
-                mesh.envoy.admin_get("/stats?filter=svc_h1").unwrap().1
-            );
-        }
         assert_eq!(c, expected, "{what}");
         row(&mut rows, what, &status(&r), seen(prefix), &c);
         healthy.push(mesh.assert_healthy(what).await);
@@ -333,20 +291,12 @@ async fn every_stage_follows_its_failure_policy_under_faults_and_nothing_else_br
     // connection closed at once): the first attempt is cut (or answered 503 by the dying
     // service), the retries find nobody listening.
     let killed = tokio::spawn({
-        let mesh_addr = mesh.addr;
-        let ca = mesh.pki.ca.cert_pem();
-        let client = mesh.pki.client(&[CLIENT]).unwrap();
+        let mesh_addr = mesh.addr();
+        let tls = mesh.tls(Some(&mesh.client));
         async move {
-            tls::get(
-                mesh_addr,
-                SERVER_NAME,
-                &ca,
-                Some(&client),
-                "/killed/x?sleep_ms=5000",
-                &[],
-            )
-            .await
-            .map_err(|e| e.to_string())
+            tls.get(mesh_addr, "/killed/x?sleep_ms=5000", &[])
+                .await
+                .map_err(|e| e.to_string())
         }
     });
     assert!(victim.wait_for_count(1, Duration::from_secs(5)).await);
@@ -466,7 +416,12 @@ async fn every_stage_follows_its_failure_policy_under_faults_and_nothing_else_br
     let r404 = mesh.get("/ok/x?status=404", &[]).await.unwrap();
     assert_eq!(r404.status, 404);
     assert_eq!(seen("/ok/"), before_ok + 1, "only the 404 reached it");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    mesh.envoy
+        .wait_for_value("mesh_deadline_rq_expired", &[("route", "ok")], 1.0)
+        .await
+        .unwrap();
+    // Neither the local 504 nor the 404 may count as a failure: given the settle time.
+    tokio::time::sleep(SETTLE).await;
     let c = mesh.counters("ok");
     assert_eq!(c.get("mesh_deadline_rq_expired"), Some(&1));
     assert_eq!(c.get("mesh_circuit_breaker_failures"), None);

@@ -22,13 +22,14 @@
 
 use bytes::Bytes;
 use mesh_integration::bootstrap::{
-    bootstrap, cluster, listener, route, wasm_filter, with_metadata, with_mtls,
+    bootstrap, cluster, filter, listener, route, with_metadata, with_mtls,
 };
 use mesh_integration::certs::{Leaf, Pki, SERVER_NAME};
 use mesh_integration::client::{self, Proto, Response};
-use mesh_integration::envoy::{wasm, workspace_root, Envoy, Options};
+use mesh_integration::client::{grpc, tls::Tls};
+use mesh_integration::envoy::{workspace_root, Envoy, Options};
+use mesh_integration::fixture::{demo_certs, demo_config, demo_leaf, sa};
 use mesh_integration::upstream::{self, Upstream};
-use mesh_integration::{grpc, tls};
 use mesh_kit::proto::google_rpc::{RetryInfo, Status};
 use prost::Message;
 use serde_json::{json, Value};
@@ -45,10 +46,6 @@ const CONNECTIONS: u32 = 32;
 /// The scenarios that saturate the machine run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn sa(name: &str) -> String {
-    format!("spiffe://mesh.local/ns/default/sa/{name}")
-}
-
 async fn demo(name: &str) -> Upstream {
     upstream::spawn(name, "127.0.0.1:0".parse().unwrap())
         .await
@@ -56,11 +53,11 @@ async fn demo(name: &str) -> Upstream {
 }
 
 fn rate_limit(config: Value) -> Value {
-    wasm_filter(FILTER, &wasm("mesh_rate_limit").unwrap(), &config)
+    filter(FILTER, &config)
 }
 
 fn suite(config: Value) -> Value {
-    wasm_filter("mesh", &wasm("mesh_filters").unwrap(), &config)
+    filter("mesh", &config)
 }
 
 fn start(filter: Value, routes: Vec<Value>, svc: &Upstream, concurrency: u32) -> Envoy {
@@ -242,19 +239,18 @@ impl Mtls {
     }
 
     async fn get(&self, who: Option<&Leaf>, path: &str, headers: &[(&str, &str)]) -> Response {
-        tls::request(
-            self.envoy.listener("mtls"),
-            SERVER_NAME,
-            &self.pki.ca.cert_pem(),
-            who,
-            Proto::Http1,
-            "GET",
-            path,
-            headers,
-            None,
-        )
-        .await
-        .unwrap()
+        Tls::new(SERVER_NAME, &self.pki.ca.cert_pem())
+            .presenting(who)
+            .request(
+                self.envoy.listener("mtls"),
+                Proto::Http1,
+                "GET",
+                path,
+                headers,
+                None,
+            )
+            .await
+            .unwrap()
     }
 
     async fn statuses(
@@ -639,40 +635,12 @@ async fn futures_join_all<F: std::future::Future<Output = u16> + Send + 'static>
 /// made by the demo's script in a directory of this test's own.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_limits_events_per_identity_as_the_readme_shows() {
-    let certs = std::env::temp_dir().join(format!("mesh-ratelimit-demo-{}", std::process::id()));
-    let out = Command::new("bash")
-        .arg(workspace_root().join("scripts/demo-certs.sh"))
-        .arg(&certs)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let (auth, learner, events) = (
         demo("auth").await,
         demo("learner").await,
         demo("events").await,
     );
-    let text = std::fs::read_to_string(workspace_root().join("envoy/demo.yaml"))
-        .unwrap()
-        .replace(".run/certs", &certs.display().to_string())
-        .replace("port_value: 10000", "port_value: 0")
-        .replace("port_value: 10443", "port_value: 0")
-        .replace("port_value: 9901", "port_value: 0")
-        .replace(
-            "port_value: 9001",
-            &format!("port_value: {}", auth.addr().port()),
-        )
-        .replace(
-            "port_value: 9002",
-            &format!("port_value: {}", learner.addr().port()),
-        )
-        .replace(
-            "port_value: 9003",
-            &format!("port_value: {}", events.addr().port()),
-        );
+    let text = demo_config(auth.addr(), learner.addr(), events.addr()).unwrap();
     let envoy = Envoy::start_text(
         &text,
         &Options {
@@ -682,15 +650,14 @@ async fn the_demo_limits_events_per_identity_as_the_readme_shows() {
     )
     .unwrap();
     let mtls = envoy.listener("mesh-mtls");
-    let ca = std::fs::read_to_string(certs.join("ca.crt")).unwrap();
-    let svid = |name: &str| Leaf {
-        cert_pem: std::fs::read_to_string(certs.join(format!("{name}.crt"))).unwrap(),
-        key_pem: std::fs::read_to_string(certs.join(format!("{name}.key"))).unwrap(),
-    };
+    let ca = std::fs::read_to_string(demo_certs().unwrap().join("ca.crt")).unwrap();
+    let svid = |name: &str| demo_leaf(name).unwrap();
     let get = |who: Leaf, path: &'static str| {
         let ca = ca.clone();
         tokio::spawn(async move {
-            tls::get(mtls, "localhost", &ca, Some(&who), path, &[])
+            Tls::new("localhost", &ca)
+                .presenting(Some(&who))
+                .get(mtls, path, &[])
                 .await
                 .unwrap()
         })
@@ -722,5 +689,4 @@ async fn the_demo_limits_events_per_identity_as_the_readme_shows() {
             .unwrap() as usize,
         15 - ok
     );
-    let _ = std::fs::remove_dir_all(&certs);
 }

@@ -10,53 +10,47 @@
 
 use bytes::Bytes;
 use mesh_integration::bootstrap::{
-    bootstrap, cluster, listener, route, wasm_filter, with_metadata,
+    bootstrap, cluster, filter, listener, route, to_yaml, with_metadata, with_route_action,
 };
 use mesh_integration::client;
-use mesh_integration::envoy::{wasm, Envoy, Options};
-use mesh_integration::grpc;
+use mesh_integration::client::grpc;
+use mesh_integration::envoy::{Envoy, Options};
+use mesh_integration::fixture;
 use mesh_integration::load::steady_load;
-use mesh_integration::upstream::{self, Upstream};
+use mesh_integration::upstream;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 const FILTER: &str = "mesh.retry_budget";
 
-async fn demo(name: &str) -> Upstream {
-    upstream::spawn(name, "127.0.0.1:0".parse().unwrap())
+fn start(http_filters: Vec<Value>, routes: Vec<Value>, svc: SocketAddr) -> Envoy {
+    let b = fixture::one_service(http_filters, routes, svc);
+    Envoy::start_with(&b, &Options::workers(2)).unwrap()
+}
+
+/// Waits until the route's counter has the value `want` (the router's retries are counted
+/// when the stream ends, just after the client has the response).
+async fn assert_counter(envoy: &Envoy, name: &str, route: &str, want: f64) {
+    envoy
+        .wait_for_value(name, &[("route", route)], want)
+        .await
+        .unwrap();
+}
+
+/// The route's counter after [`mesh_integration::envoy::SETTLE`], for what must not move.
+async fn settled(envoy: &Envoy, name: &str, route: &str) -> f64 {
+    envoy
+        .settled_value(name, &[("route", route)])
         .await
         .unwrap()
 }
 
-fn budget_filter(config: Value) -> Value {
-    wasm_filter(FILTER, &wasm("mesh_retry_budget").unwrap(), &config)
-}
-
-fn start(http_filters: Vec<Value>, routes: Vec<Value>, svc: SocketAddr) -> Envoy {
-    let b = bootstrap(
-        vec![listener("main", routes, http_filters)],
-        vec![cluster("svc", svc, true)],
-    );
-    Envoy::start_with(
-        &b,
-        &Options {
-            concurrency: 2,
-            ..Options::default()
-        },
-    )
-    .unwrap()
-}
-
-fn metric(envoy: &Envoy, name: &str, route: &str) -> f64 {
-    envoy.metric(name, &[("route", route)]).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transient_failure_on_every_first_attempt_still_gives_full_success() {
-    let svc = demo("auth").await;
+    let svc = upstream::local("auth").await.unwrap();
     let envoy = start(
-        vec![budget_filter(json!({}))],
+        vec![filter(FILTER, &json!({}))],
         vec![route("auth", "/", "svc")],
         svc.addr(),
     );
@@ -69,9 +63,9 @@ async fn a_transient_failure_on_every_first_attempt_still_gives_full_success() {
         assert_eq!(r.json()["attempt"], 2);
     }
     assert_eq!(svc.count(), 100, "one failed and one good attempt each");
-    assert_eq!(metric(&envoy, "mesh_retry_budget_retries", "auth"), 50.0);
+    assert_counter(&envoy, "mesh_retry_budget_retries", "auth", 50.0).await;
     assert_eq!(
-        metric(&envoy, "mesh_retry_budget_budget_exhausted", "auth"),
+        settled(&envoy, "mesh_retry_budget_budget_exhausted", "auth").await,
         0.0
     );
 }
@@ -80,10 +74,10 @@ async fn a_transient_failure_on_every_first_attempt_still_gives_full_success() {
 async fn sustained_failure_is_bounded_by_the_budget_and_unbounded_without_it() {
     let (rate, secs) = (200u32, 5u64);
     // With the filter: ratio 0.2, floor 1/s, ttl = the test's duration.
-    let svc = demo("events").await;
+    let svc = upstream::local("events").await.unwrap();
     let config = json!({"retry_ratio": 0.2, "min_retries_per_second": 1, "ttl": format!("{secs}s"), "max_retries": 3});
     let envoy = start(
-        vec![budget_filter(config)],
+        vec![filter(FILTER, &config)],
         vec![route("events", "/", "svc")],
         svc.addr(),
     );
@@ -107,13 +101,22 @@ async fn sustained_failure_is_bounded_by_the_budget_and_unbounded_without_it() {
         attempts >= requests * 1.15,
         "retries were made up to the budget: {attempts}"
     );
-    assert!(metric(&envoy, "mesh_retry_budget_budget_exhausted", "events") > requests * 0.5);
+    envoy
+        .wait_for("budget_exhausted > half the requests", |m| {
+            m.get("mesh_retry_budget_budget_exhausted", &[("route", "events")])
+                .filter(|n| *n > requests * 0.5)
+        })
+        .await
+        .unwrap();
     drop(envoy);
 
     // Without the filter, a route retry policy of 3: about 4×.
-    let plain = demo("events").await;
-    let mut r = route("events", "/", "svc");
-    r["route"]["retry_policy"] = json!({"retry_on": "5xx", "num_retries": 3});
+    let plain = upstream::local("events").await.unwrap();
+    let r = with_route_action(
+        route("events", "/", "svc"),
+        "retry_policy",
+        json!({"retry_on": "5xx", "num_retries": 3}),
+    );
     let envoy = start(vec![], vec![r], plain.addr());
     let statuses = steady_load(
         envoy.listener("main"),
@@ -134,11 +137,11 @@ async fn sustained_failure_is_bounded_by_the_budget_and_unbounded_without_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_exhausted_budget_refills_within_ttl() {
-    let svc = demo("learner").await;
+    let svc = upstream::local("learner").await.unwrap();
     let config =
         json!({"retry_ratio": 0.0, "min_retries_per_second": 1, "ttl": "2s", "max_retries": 1});
     let envoy = start(
-        vec![budget_filter(config)],
+        vec![filter(FILTER, &config)],
         vec![route("learner", "/", "svc")],
         svc.addr(),
     );
@@ -157,14 +160,14 @@ async fn an_exhausted_budget_refills_within_ttl() {
         vec![200, 200, 503, 503],
         "the floor is 1/s × 2 s = 2 retries"
     );
-    assert_eq!(
-        metric(&envoy, "mesh_retry_budget_budget_exhausted", "learner"),
-        2.0
-    );
-    assert_eq!(
-        metric(&envoy, "mesh_retry_budget_retries_available", "learner"),
-        0.0
-    );
+    assert_counter(&envoy, "mesh_retry_budget_budget_exhausted", "learner", 2.0).await;
+    assert_counter(
+        &envoy,
+        "mesh_retry_budget_retries_available",
+        "learner",
+        0.0,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(2300)).await;
     assert_eq!(
         client::get(addr, "/learner/x?fail_attempts=1", &[])
@@ -178,11 +181,11 @@ async fn an_exhausted_budget_refills_within_ttl() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_unavailable_is_retried_while_the_budget_lasts_then_pushback_tells_clients_to_stop() {
-    let svc = demo("auth").await;
+    let svc = upstream::local("auth").await.unwrap();
     let config =
         json!({"retry_ratio": 0.0, "min_retries_per_second": 1, "ttl": "20s", "max_retries": 1});
     let envoy = start(
-        vec![budget_filter(config)],
+        vec![filter(FILTER, &config)],
         vec![route("auth-grpc", "/", "svc")],
         svc.addr(),
     );
@@ -223,18 +226,15 @@ async fn grpc_unavailable_is_retried_while_the_budget_lasts_then_pushback_tells_
         .await
         .unwrap();
     assert!(ok.metadata.get("grpc-retry-pushback-ms").is_none());
-    assert_eq!(
-        metric(&envoy, "mesh_retry_budget_retries", "auth-grpc"),
-        20.0
-    );
+    assert_counter(&envoy, "mesh_retry_budget_retries", "auth-grpc", 20.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn client_sent_retry_headers_cannot_buy_retries() {
-    let svc = demo("auth").await;
+    let svc = upstream::local("auth").await.unwrap();
     let config = json!({"retry_ratio": 0.0, "min_retries_per_second": 0, "max_retries": 3});
     let envoy = start(
-        vec![budget_filter(config)],
+        vec![filter(FILTER, &config)],
         vec![route("auth", "/", "svc")],
         svc.addr(),
     );
@@ -257,13 +257,13 @@ async fn client_sent_retry_headers_cannot_buy_retries() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_route_metadata_fails_open_to_no_retries_and_is_counted() {
-    let svc = demo("auth").await;
+    let svc = upstream::local("auth").await.unwrap();
     let routes = vec![with_metadata(
         route("broken", "/", "svc"),
         FILTER,
         json!({"max_retries": "three"}),
     )];
-    let envoy = start(vec![budget_filter(json!({}))], routes, svc.addr());
+    let envoy = start(vec![filter(FILTER, &json!({}))], routes, svc.addr());
     let addr = envoy.listener("main");
     let r = client::get(addr, "/x?fail_attempts=1", &[]).await.unwrap();
     assert_eq!(
@@ -271,49 +271,28 @@ async fn invalid_route_metadata_fails_open_to_no_retries_and_is_counted() {
         "no retries on a route whose budget config is broken"
     );
     assert_eq!(svc.count(), 1);
-    assert_eq!(
-        metric(&envoy, "mesh_retry_budget_config_error", "broken"),
-        1.0
-    );
+    assert_counter(&envoy, "mesh_retry_budget_config_error", "broken", 1.0).await;
 }
 
 /// Envoy's YAML loader turns a float inside route metadata into a string (envoy#24410): the
 /// route's `retry_ratio: 0.5` reaches the filter as `"0.5"` and must still be a valid ratio.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fractional_ratio_in_route_metadata_is_accepted_as_envoy_passes_it() {
-    let svc = demo("auth").await;
-    let bootstrap_yaml = format!(
-        r#"
-admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}
-stats_config: {stats}
-static_resources:
-  clusters: [{cluster}]
-  listeners:
-  - name: main
-    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: main
-          route_config:
-            virtual_hosts:
-            - name: main
-              domains: ["*"]
-              include_request_attempt_count: true
-              routes:
-              - name: fractional
-                match: {{prefix: /}}
-                route: {{cluster: svc, timeout: 0s}}
-                metadata:
-                  filter_metadata:
-                    mesh.retry_budget: {{retry_ratio: 0.5, max_retries: 1}}
-          http_filters: [{filter}, {{name: envoy.filters.http.router, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]
-"#,
-        stats = mesh_integration::bootstrap::stats_config(),
-        cluster = cluster("svc", svc.addr(), true),
-        filter = budget_filter(json!({})),
+    let svc = upstream::local("auth").await.unwrap();
+    // Written as YAML (block style, `retry_ratio: 0.5` a plain scalar), as an operator would.
+    let routes = vec![with_metadata(
+        route("fractional", "/", "svc"),
+        FILTER,
+        json!({"retry_ratio": 0.5, "max_retries": 1}),
+    )];
+    let bootstrap_yaml = to_yaml(&bootstrap(
+        vec![listener("main", routes, vec![filter(FILTER, &json!({}))])],
+        vec![cluster("svc", svc.addr(), true)],
+    ))
+    .unwrap();
+    assert!(
+        bootstrap_yaml.contains("retry_ratio: 0.5"),
+        "{bootstrap_yaml}"
     );
     let envoy = Envoy::start_text(&bootstrap_yaml, &Options::default()).unwrap();
     let r = client::get(envoy.listener("main"), "/x?fail_attempts=1", &[])
@@ -324,38 +303,21 @@ static_resources:
         "the first attempt failed, the retry succeeded"
     );
     assert_eq!(svc.count(), 2);
+    assert_counter(&envoy, "mesh_retry_budget_retries", "fractional", 1.0).await;
     assert_eq!(
-        metric(&envoy, "mesh_retry_budget_config_error", "fractional"),
+        settled(&envoy, "mesh_retry_budget_config_error", "fractional").await,
         0.0
-    );
-    assert_eq!(
-        metric(&envoy, "mesh_retry_budget_retries", "fractional"),
-        1.0
     );
 }
 
 #[test]
 fn invalid_budget_configs_are_refused_and_the_log_names_the_field() {
-    let svc: SocketAddr = "127.0.0.1:9".parse().unwrap();
     for (config, field) in [
         (json!({"retry_on": "5xx,sometimes"}), "retry_on"),
         (json!({"retry_ratio": 1.5}), "retry_ratio"),
         (json!({"ttl": "10"}), "ttl"),
     ] {
-        let b = bootstrap(
-            vec![listener(
-                "main",
-                vec![route("r", "/", "svc")],
-                vec![budget_filter(config.clone())],
-            )],
-            vec![cluster("svc", svc, true)],
-        );
-        let refused = Envoy::refuse(&b).unwrap();
-        let line = refused
-            .log
-            .lines()
-            .find(|l| l.contains("mesh.retry_budget: invalid configuration"))
-            .unwrap_or_else(|| panic!("{config}: {}", refused.log));
+        let line = fixture::refusal(FILTER, &config).unwrap();
         assert!(line.contains(&format!("field `{field}`")), "{line}");
     }
 }

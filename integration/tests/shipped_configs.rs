@@ -9,35 +9,13 @@
     clippy::indexing_slicing
 )]
 
-use mesh_integration::certs::Leaf;
 use mesh_integration::client;
+use mesh_integration::client::tls::Tls;
 use mesh_integration::envoy::{envoy_binary, wasm, workspace_root, Envoy, Options};
-use mesh_integration::tls;
+use mesh_integration::fixture;
 use mesh_integration::upstream;
 use std::process::Command;
 use std::time::Duration;
-
-/// The demo's certificates, made by the script `make run` uses, once per test run (the tests
-/// of this file run in parallel and must not remake them under a running Envoy).
-fn demo_certs() -> std::path::PathBuf {
-    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(make_demo_certs).clone()
-}
-
-fn make_demo_certs() -> std::path::PathBuf {
-    let dir = workspace_root().join(".run/certs");
-    let out = Command::new("bash")
-        .arg(workspace_root().join("scripts/demo-certs.sh"))
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "demo-certs.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir
-}
 
 fn shipped() -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(workspace_root().join("envoy"))
@@ -58,7 +36,7 @@ fn every_shipped_envoy_config_validates_with_the_real_envoy() {
     wasm("mesh_spiffe_identity").unwrap();
     wasm("mesh_trace_propagation").unwrap();
     wasm("mesh_filters").unwrap();
-    demo_certs();
+    fixture::demo_certs().unwrap();
     for file in shipped() {
         let out = Command::new(envoy_binary())
             .args(["--mode", "validate", "--disable-hot-restart", "-c"])
@@ -81,41 +59,11 @@ fn every_shipped_envoy_config_validates_with_the_real_envoy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_config_behaves_as_the_readme_says() {
-    let certs = demo_certs();
-    let text = std::fs::read_to_string(workspace_root().join("envoy/demo.yaml")).unwrap();
-    let auth = upstream::spawn("auth", "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let learner = upstream::spawn("learner", "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let events = upstream::spawn("events", "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let text = text
-        .replace("port_value: 10000", "port_value: 0")
-        .replace("port_value: 10443", "port_value: 0")
-        .replace("port_value: 9901", "port_value: 0")
-        .replace(
-            "port_value: 9001",
-            &format!("port_value: {}", auth.addr().port()),
-        )
-        .replace(
-            "port_value: 9002",
-            &format!("port_value: {}", learner.addr().port()),
-        )
-        .replace(
-            "port_value: 9003",
-            &format!("port_value: {}", events.addr().port()),
-        );
-    let envoy = Envoy::start_text(
-        &text,
-        &Options {
-            concurrency: 2,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let auth = upstream::local("auth").await.unwrap();
+    let learner = upstream::local("learner").await.unwrap();
+    let events = upstream::local("events").await.unwrap();
+    let text = fixture::demo_config(auth.addr(), learner.addr(), events.addr()).unwrap();
+    let envoy = Envoy::start_text(&text, &Options::workers(2)).unwrap();
     let addr = envoy.listener("mesh");
 
     let r = client::get(addr, "/auth/hello", &[]).await.unwrap();
@@ -167,12 +115,10 @@ async fn the_demo_config_behaves_as_the_readme_says() {
         "health is exempt"
     );
 
-    assert_eq!(
-        envoy
-            .metric("mesh_deadline_rq_timeout", &[("route", "events")])
-            .unwrap(),
-        1.0
-    );
+    envoy
+        .wait_for_value("mesh_deadline_rq_timeout", &[("route", "events")], 1.0)
+        .await
+        .unwrap();
 
     // A forged identity on the plaintext listener never reaches a service.
     let r = client::get(
@@ -186,55 +132,42 @@ async fn the_demo_config_behaves_as_the_readme_says() {
 
     // The mTLS listener: learner may call auth and its verified ID is forwarded; admin may not.
     let mtls = envoy.listener("mesh-mtls");
-    let ca = std::fs::read_to_string(certs.join("ca.crt")).unwrap();
-    let svid = |name: &str| Leaf {
-        cert_pem: std::fs::read_to_string(certs.join(format!("{name}.crt"))).unwrap(),
-        key_pem: std::fs::read_to_string(certs.join(format!("{name}.key"))).unwrap(),
-    };
+    let ca = std::fs::read_to_string(fixture::demo_certs().unwrap().join("ca.crt")).unwrap();
+    let svid = |name: &str| fixture::demo_leaf(name).unwrap();
     let learner_svid = svid("learner");
-    let r = tls::get(
-        mtls,
-        "localhost",
-        &ca,
-        Some(&learner_svid),
-        "/auth/hello",
-        &[("x-spiffe-id", "spiffe://mesh.local/ns/default/sa/admin")],
-    )
-    .await
-    .unwrap();
+    let r = Tls::new("localhost", &ca)
+        .presenting(Some(&learner_svid))
+        .get(
+            mtls,
+            "/auth/hello",
+            &[("x-spiffe-id", "spiffe://mesh.local/ns/default/sa/admin")],
+        )
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.json()["headers"]["x-spiffe-id"],
         "spiffe://mesh.local/ns/default/sa/learner"
     );
     let admin_svid = svid("admin");
-    let r = tls::get(
-        mtls,
-        "localhost",
-        &ca,
-        Some(&admin_svid),
-        "/auth/hello",
-        &[],
-    )
-    .await
-    .unwrap();
+    let r = Tls::new("localhost", &ca)
+        .presenting(Some(&admin_svid))
+        .get(mtls, "/auth/hello", &[])
+        .await
+        .unwrap();
     assert_eq!(
         (r.status, r.header("x-mesh-rejected-by")),
         (403, Some("mesh.spiffe_identity"))
     );
-    let r = tls::get(
-        mtls,
-        "localhost",
-        &ca,
-        Some(&learner_svid),
-        "/learner/x",
-        &[],
-    )
-    .await
-    .unwrap();
+    let r = Tls::new("localhost", &ca)
+        .presenting(Some(&learner_svid))
+        .get(mtls, "/learner/x", &[])
+        .await
+        .unwrap();
     assert_eq!(r.status, 403, "learner may not call itself: only auth may");
     assert!(
-        tls::get(mtls, "localhost", &ca, None, "/auth/hello", &[])
+        Tls::new("localhost", &ca)
+            .get(mtls, "/auth/hello", &[])
             .await
             .is_err(),
         "no client certificate, no connection"

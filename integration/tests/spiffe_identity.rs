@@ -11,31 +11,17 @@
 
 use bytes::Bytes;
 use mesh_integration::bootstrap::{
-    bootstrap, cluster, listener, route, wasm_filter, with_metadata, with_mtls, with_upstream_tls,
+    bootstrap, cluster, filter, listener, route, with_metadata, with_mtls, with_upstream_tls,
 };
 use mesh_integration::certs::{Leaf, Pki, ENVOY_ID, SERVER_NAME};
 use mesh_integration::client::{self, Proto};
-use mesh_integration::envoy::{wasm, Envoy};
-use mesh_integration::tls;
-use mesh_integration::upstream::{self, Upstream};
+use mesh_integration::envoy::Envoy;
+use mesh_integration::fixture::{self, sa, Mesh};
+use mesh_integration::upstream;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 
 const FILTER: &str = "mesh.spiffe_identity";
-
-fn sa(name: &str) -> String {
-    format!("spiffe://mesh.local/ns/default/sa/{name}")
-}
-
-fn identity_filter(config: Value) -> Value {
-    wasm_filter(FILTER, &wasm("mesh_spiffe_identity").unwrap(), &config)
-}
-
-async fn demo(name: &str) -> Upstream {
-    upstream::spawn(name, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
-}
 
 /// The demo mesh's rules, one route per service, all to cluster `svc`.
 fn mesh_routes() -> Vec<Value> {
@@ -65,56 +51,33 @@ fn mesh_routes() -> Vec<Value> {
 
 /// An mTLS listener `mtls` (client certificate optional, so the filter sees callers without one)
 /// and a plaintext listener `plain`, both with the filter.
-fn start_mesh(pki: &Pki, config: Value, routes: Vec<Value>, svc: SocketAddr) -> Envoy {
-    let mtls = with_mtls(
-        listener(
-            "mtls",
-            routes.clone(),
-            vec![identity_filter(config.clone())],
-        ),
-        &pki.envoy,
-        false,
-        "SANITIZE_SET",
-    );
-    let plain = listener("plain", routes, vec![identity_filter(config)]);
-    Envoy::start(&bootstrap(
-        vec![mtls, plain],
-        vec![cluster("svc", svc, true)],
-    ))
-    .unwrap()
+fn start_mesh(tag: &str, config: Value, routes: Vec<Value>, svc: SocketAddr) -> Mesh {
+    Mesh::builder(tag)
+        .filter(filter(FILTER, &config))
+        .routes(routes)
+        .cluster(cluster("svc", svc, true))
+        .with_plaintext()
+        .start()
+        .unwrap()
 }
 
 async fn get(
-    envoy: &Envoy,
-    pki: &Pki,
+    mesh: &Mesh,
     who: Option<&Leaf>,
     path: &str,
     headers: &[(&str, &str)],
 ) -> client::Response {
-    tls::request(
-        envoy.listener("mtls"),
-        SERVER_NAME,
-        &pki.ca.cert_pem(),
-        who,
-        Proto::Http1,
-        "GET",
-        path,
-        headers,
-        None,
-    )
-    .await
-    .unwrap()
+    mesh.get(who, path, headers).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_mesh_rules_admit_every_allowed_pair_and_refuse_every_other() {
-    let pki = Pki::new("matrix").unwrap();
-    let svc = demo("mesh").await;
-    let envoy = start_mesh(&pki, json!({}), mesh_routes(), svc.addr());
+    let svc = upstream::local("mesh").await.unwrap();
+    let mesh = start_mesh("matrix", json!({}), mesh_routes(), svc.addr());
     let callers = [
-        ("auth", pki.client(&[&sa("auth")]).unwrap()),
-        ("learner", pki.client(&[&sa("learner")]).unwrap()),
-        ("events", pki.client(&[&sa("events")]).unwrap()),
+        ("auth", mesh.client(&[&sa("auth")]).unwrap()),
+        ("learner", mesh.client(&[&sa("learner")]).unwrap()),
+        ("events", mesh.client(&[&sa("events")]).unwrap()),
     ];
     let allowed = |caller: &str, route: &str| match route {
         "auth" => caller == "learner" || caller == "events",
@@ -129,19 +92,11 @@ async fn the_demo_mesh_rules_admit_every_allowed_pair_and_refuse_every_other() {
             } else {
                 Proto::Http1
             };
-            let r = tls::request(
-                envoy.listener("mtls"),
-                SERVER_NAME,
-                &pki.ca.cert_pem(),
-                Some(leaf),
-                proto,
-                "GET",
-                &format!("/{route}/x"),
-                &[],
-                None,
-            )
-            .await
-            .unwrap();
+            let r = mesh
+                .tls(Some(leaf))
+                .request(mesh.addr(), proto, "GET", &format!("/{route}/x"), &[], None)
+                .await
+                .unwrap();
             if allowed(caller, route) {
                 assert_eq!(r.status, 200, "{caller} → {route}: {}", r.text());
                 assert_eq!(
@@ -158,45 +113,31 @@ async fn the_demo_mesh_rules_admit_every_allowed_pair_and_refuse_every_other() {
         }
     }
     // Over gRPC: allowed passes, others get PERMISSION_DENIED.
-    let ca = pki.ca.cert_pem();
-    let ok = tls::grpc_unary(
-        envoy.listener("mtls"),
-        SERVER_NAME,
-        &ca,
-        Some(&callers[1].1),
-        "/mesh.demo.Auth/Check",
-        &[],
-        Bytes::from_static(b"hi"),
-    )
-    .await
-    .unwrap();
+    let ok = mesh
+        .tls(Some(&callers[1].1))
+        .grpc_unary(
+            mesh.addr(),
+            "/mesh.demo.Auth/Check",
+            &[],
+            Bytes::from_static(b"hi"),
+        )
+        .await
+        .unwrap();
     assert_eq!(ok.message, Bytes::from_static(b"hi"));
-    let denied = tls::grpc_unary(
-        envoy.listener("mtls"),
-        SERVER_NAME,
-        &ca,
-        Some(&callers[0].1),
-        "/mesh.demo.Auth/Check",
-        &[],
-        Bytes::new(),
-    )
-    .await
-    .unwrap_err();
+    let denied = mesh
+        .tls(Some(&callers[0].1))
+        .grpc_unary(mesh.addr(), "/mesh.demo.Auth/Check", &[], Bytes::new())
+        .await
+        .unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
     assert_eq!(denied.metadata().get("x-mesh-rejected-by").unwrap(), FILTER);
-    assert_eq!(
-        envoy
-            .metric("mesh_spiffe_identity_denied", &[("route", "auth")])
-            .unwrap(),
-        1.0
-    );
-    assert_eq!(
-        envoy
-            .metric("mesh_spiffe_identity_denied", &[("route", "auth-grpc")])
-            .unwrap(),
-        1.0
-    );
-    assert!(envoy.log().contains(&format!(
+    for route in ["auth", "auth-grpc"] {
+        mesh.envoy
+            .wait_for_value("mesh_spiffe_identity_denied", &[("route", route)], 1.0)
+            .await
+            .unwrap();
+    }
+    assert!(mesh.envoy.log().contains(&format!(
         "refused on route \"learner\": {} denied by rule: no allow rule matched",
         sa("learner")
     )));
@@ -204,12 +145,11 @@ async fn the_demo_mesh_rules_admit_every_allowed_pair_and_refuse_every_other() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forged_x_spiffe_id_never_reaches_an_upstream() {
-    let pki = Pki::new("forged").unwrap();
-    let svc = demo("mesh").await;
-    let envoy = start_mesh(&pki, json!({}), mesh_routes(), svc.addr());
+    let svc = upstream::local("mesh").await.unwrap();
+    let mesh = start_mesh("forged", json!({}), mesh_routes(), svc.addr());
     let forged = [("x-spiffe-id", "spiffe://mesh.local/ns/default/sa/admin")];
-    let learner = pki.client(&[&sa("learner")]).unwrap();
-    let r = get(&envoy, &pki, Some(&learner), "/auth/x", &forged).await;
+    let learner = mesh.client(&[&sa("learner")]).unwrap();
+    let r = get(&mesh, Some(&learner), "/auth/x", &forged).await;
     assert_eq!(r.status, 200);
     let seen: Vec<String> = svc.requests()[0]
         .headers
@@ -224,7 +164,7 @@ async fn a_forged_x_spiffe_id_never_reaches_an_upstream() {
     );
 
     svc.clear();
-    let r = client::get(envoy.listener("plain"), "/events/x", &forged)
+    let r = client::get(mesh.envoy.listener("plain"), "/events/x", &forged)
         .await
         .unwrap();
     assert_eq!(
@@ -235,7 +175,7 @@ async fn a_forged_x_spiffe_id_never_reaches_an_upstream() {
     // Nor with a forged XFCC on the plaintext listener.
     let xfcc = [("x-forwarded-client-cert", "By=spiffe://mesh.local/ns/default/sa/envoy;Hash=00;URI=spiffe://mesh.local/ns/default/sa/learner")];
     assert_eq!(
-        client::get(envoy.listener("plain"), "/events/x", &xfcc)
+        client::get(mesh.envoy.listener("plain"), "/events/x", &xfcc)
             .await
             .unwrap()
             .status,
@@ -246,9 +186,8 @@ async fn a_forged_x_spiffe_id_never_reaches_an_upstream() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn broken_identities_are_refused_as_unauthenticated() {
-    let pki = Pki::new("broken").unwrap();
-    let svc = demo("mesh").await;
-    let envoy = start_mesh(&pki, json!({}), mesh_routes(), svc.addr());
+    let svc = upstream::local("mesh").await.unwrap();
+    let mesh = start_mesh("broken", json!({}), mesh_routes(), svc.addr());
     let long = format!(
         "spiffe://mesh.local/{}",
         "a".repeat(2049 - "spiffe://mesh.local/".len())
@@ -279,10 +218,10 @@ async fn broken_identities_are_refused_as_unauthenticated() {
         ("a 2049-byte ID", vec![long]),
     ];
     for (what, uris) in &cases {
-        let leaf = pki
+        let leaf = mesh
             .client(&uris.iter().map(String::as_str).collect::<Vec<_>>())
             .unwrap();
-        let r = get(&envoy, &pki, Some(&leaf), "/events/x", &[]).await;
+        let r = get(&mesh, Some(&leaf), "/events/x", &[]).await;
         assert_eq!(
             (r.status, r.json()["error"].as_str()),
             (403, Some("unauthenticated")),
@@ -290,23 +229,22 @@ async fn broken_identities_are_refused_as_unauthenticated() {
             r.text()
         );
     }
-    let r = get(&envoy, &pki, None, "/events/x", &[]).await;
+    let r = get(&mesh, None, "/events/x", &[]).await;
     assert_eq!(
         (r.status, r.json()["error"].as_str()),
         (403, Some("unauthenticated")),
         "no client certificate"
     );
     assert_eq!(svc.count(), 0);
-    assert_eq!(
-        envoy
-            .metric(
-                "mesh_spiffe_identity_unauthenticated",
-                &[("route", "events")]
-            )
-            .unwrap(),
-        cases.len() as f64 + 1.0
-    );
-    let log = envoy.log();
+    mesh.envoy
+        .wait_for_value(
+            "mesh_spiffe_identity_unauthenticated",
+            &[("route", "events")],
+            cases.len() as f64 + 1.0,
+        )
+        .await
+        .unwrap();
+    let log = mesh.envoy.log();
     for reason in [
         "2 URI SANs",
         "uppercase",
@@ -322,7 +260,7 @@ async fn broken_identities_are_refused_as_unauthenticated() {
     }
     // Invalid input is logged escaped and truncated, never raw.
     assert!(
-        !envoy.log().contains(&"a".repeat(300)),
+        !mesh.envoy.log().contains(&"a".repeat(300)),
         "a 2049-byte ID was logged whole"
     );
 }
@@ -330,14 +268,14 @@ async fn broken_identities_are_refused_as_unauthenticated() {
 #[tokio::test(flavor = "multi_thread")]
 async fn behind_a_front_envoy_the_back_authorizes_the_original_client_and_only_trusted_xfcc() {
     let pki = Pki::new("xfcc").unwrap();
-    let svc = demo("learner").await;
+    let svc = upstream::local("learner").await.unwrap();
     let back_config =
         json!({"source": "xfcc", "xfcc_trusted_by": [ENVOY_ID], "allow": [sa("learner")]});
     let back_listener = with_mtls(
         listener(
             "back",
             vec![route("learner", "/", "svc")],
-            vec![identity_filter(back_config)],
+            vec![filter(FILTER, &back_config)],
         ),
         &pki.envoy,
         true,
@@ -362,22 +300,14 @@ async fn behind_a_front_envoy_the_back_authorizes_the_original_client_and_only_t
         SERVER_NAME,
     );
     let front = Envoy::start(&bootstrap(vec![front_listener], vec![back_cluster])).unwrap();
-    let ca = pki.ca.cert_pem();
 
     let learner = pki.client(&[&sa("learner")]).unwrap();
-    let r = tls::request(
-        front.listener("front"),
-        SERVER_NAME,
-        &ca,
-        Some(&learner),
-        Proto::Http1,
-        "GET",
-        "/x",
-        &[],
-        None,
-    )
-    .await
-    .unwrap();
+    let r = pki
+        .tls()
+        .presenting(Some(&learner))
+        .get(front.listener("front"), "/x", &[])
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         svc.requests()[0].header("x-spiffe-id"),
@@ -385,19 +315,12 @@ async fn behind_a_front_envoy_the_back_authorizes_the_original_client_and_only_t
     );
 
     let auth = pki.client(&[&sa("auth")]).unwrap();
-    let r = tls::request(
-        front.listener("front"),
-        SERVER_NAME,
-        &ca,
-        Some(&auth),
-        Proto::Http1,
-        "GET",
-        "/x",
-        &[],
-        None,
-    )
-    .await
-    .unwrap();
+    let r = pki
+        .tls()
+        .presenting(Some(&auth))
+        .get(front.listener("front"), "/x", &[])
+        .await
+        .unwrap();
     assert_eq!(
         (r.status, r.json()["error"].as_str()),
         (403, Some("permission_denied"))
@@ -406,42 +329,25 @@ async fn behind_a_front_envoy_the_back_authorizes_the_original_client_and_only_t
     // A workload calling the back directly with a forged XFCC naming the trusted front: refused,
     // its connection's peer is not the front.
     let forged = [("x-forwarded-client-cert", "By=spiffe://mesh.local/ns/default/sa/envoy;Hash=00;URI=spiffe://mesh.local/ns/default/sa/learner")];
-    let r = tls::request(
-        back.listener("back"),
-        SERVER_NAME,
-        &ca,
-        Some(&auth),
-        Proto::Http1,
-        "GET",
-        "/x",
-        &forged,
-        None,
-    )
-    .await
-    .unwrap();
+    let r = pki
+        .tls()
+        .presenting(Some(&auth))
+        .get(back.listener("back"), "/x", &forged)
+        .await
+        .unwrap();
     assert_eq!(
         (r.status, r.json()["error"].as_str()),
         (403, Some("unauthenticated"))
     );
     // And an XFCC whose By= is not a trusted Envoy: refused even from the trusted peer's certificate.
     let untrusted = [("x-forwarded-client-cert", "By=spiffe://mesh.local/ns/default/sa/intruder;URI=spiffe://mesh.local/ns/default/sa/learner")];
-    let envoy_leaf = Leaf {
-        cert_pem: std::fs::read_to_string(&pki.envoy.cert).unwrap(),
-        key_pem: std::fs::read_to_string(&pki.envoy.key).unwrap(),
-    };
-    let r = tls::request(
-        back.listener("back"),
-        SERVER_NAME,
-        &ca,
-        Some(&envoy_leaf),
-        Proto::Http1,
-        "GET",
-        "/x",
-        &untrusted,
-        None,
-    )
-    .await
-    .unwrap();
+    let envoy_leaf = pki.envoy_leaf().unwrap();
+    let r = pki
+        .tls()
+        .presenting(Some(&envoy_leaf))
+        .get(back.listener("back"), "/x", &untrusted)
+        .await
+        .unwrap();
     assert_eq!(
         (r.status, r.json()["error"].as_str()),
         (403, Some("unauthenticated"))
@@ -451,80 +357,69 @@ async fn behind_a_front_envoy_the_back_authorizes_the_original_client_and_only_t
 
 #[tokio::test(flavor = "multi_thread")]
 async fn audit_mode_lets_a_disallowed_request_through_logs_it_and_counts_it() {
-    let pki = Pki::new("audit").unwrap();
-    let svc = demo("auth").await;
-    let envoy = start_mesh(&pki, json!({"mode": "audit"}), mesh_routes(), svc.addr());
-    let auth = pki.client(&[&sa("auth")]).unwrap();
-    let r = get(&envoy, &pki, Some(&auth), "/auth/x", &[]).await;
+    let svc = upstream::local("auth").await.unwrap();
+    let mesh = start_mesh("audit", json!({"mode": "audit"}), mesh_routes(), svc.addr());
+    let auth = mesh.client(&[&sa("auth")]).unwrap();
+    let r = get(&mesh, Some(&auth), "/auth/x", &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(
         svc.requests()[0].header("x-spiffe-id"),
         Some(sa("auth").as_str()),
         "the verified ID is still forwarded"
     );
-    assert_eq!(
-        envoy
-            .metric("mesh_spiffe_identity_audit_denied", &[("route", "auth")])
-            .unwrap(),
-        1.0
-    );
-    assert!(envoy
+    mesh.envoy
+        .wait_for_value(
+            "mesh_spiffe_identity_audit_denied",
+            &[("route", "auth")],
+            1.0,
+        )
+        .await
+        .unwrap();
+    assert!(mesh
+        .envoy
         .log()
         .contains("audit: would refuse on route \"auth\""));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_route_metadata_fails_closed_and_is_counted() {
-    let pki = Pki::new("closed").unwrap();
-    let svc = demo("auth").await;
+    let svc = upstream::local("auth").await.unwrap();
     let routes = vec![with_metadata(
         route("broken", "/", "svc"),
         FILTER,
         json!({"allow": ["spiffe://mesh.local/ns/**/x"]}),
     )];
-    let envoy = start_mesh(
-        &pki,
+    let mesh = start_mesh(
+        "closed",
         json!({"allow": ["spiffe://mesh.local/**"]}),
         routes,
         svc.addr(),
     );
-    let learner = pki.client(&[&sa("learner")]).unwrap();
-    let r = get(&envoy, &pki, Some(&learner), "/x", &[]).await;
+    let learner = mesh.client(&[&sa("learner")]).unwrap();
+    let r = get(&mesh, Some(&learner), "/x", &[]).await;
     assert_eq!(
         (r.status, r.json()["error"].as_str()),
         (403, Some("identity_unverifiable"))
     );
     assert_eq!(svc.count(), 0);
-    assert_eq!(
-        envoy
-            .metric("mesh_spiffe_identity_config_error", &[("route", "broken")])
-            .unwrap(),
-        1.0
-    );
+    mesh.envoy
+        .wait_for_value(
+            "mesh_spiffe_identity_config_error",
+            &[("route", "broken")],
+            1.0,
+        )
+        .await
+        .unwrap();
 }
 
 #[test]
 fn invalid_identity_configs_are_refused_and_the_log_names_the_field() {
-    let svc: SocketAddr = "127.0.0.1:9".parse().unwrap();
     for (config, field) in [
         (json!({"allow": ["spiffe://mesh.local/a/**/b"]}), "allow"),
         (json!({"trust_domains": ["Mesh.Local"]}), "trust_domains[0]"),
         (json!({"source": "xfcc"}), "xfcc_trusted_by"),
     ] {
-        let b = bootstrap(
-            vec![listener(
-                "main",
-                vec![route("r", "/", "svc")],
-                vec![identity_filter(config.clone())],
-            )],
-            vec![cluster("svc", svc, true)],
-        );
-        let refused = Envoy::refuse(&b).unwrap();
-        let line = refused
-            .log
-            .lines()
-            .find(|l| l.contains("mesh.spiffe_identity: invalid configuration"))
-            .unwrap_or_else(|| panic!("{config}: {}", refused.log));
+        let line = fixture::refusal(FILTER, &config).unwrap();
         assert!(line.contains(&format!("field `{field}`")), "{line}");
     }
 }

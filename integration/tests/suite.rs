@@ -9,24 +9,13 @@
     clippy::indexing_slicing
 )]
 
-use mesh_integration::bootstrap::{
-    bootstrap, cluster, listener, route, wasm_filter, with_metadata, with_mtls,
-};
-use mesh_integration::certs::{Leaf, Pki, SERVER_NAME};
-use mesh_integration::client::{self, Proto};
-use mesh_integration::envoy::{wasm, Envoy};
-use mesh_integration::tls;
+use mesh_integration::bootstrap::{cluster, filter, route, with_metadata};
+use mesh_integration::certs::Leaf;
+use mesh_integration::client;
+use mesh_integration::fixture::{self, sa};
 use mesh_integration::upstream::{self, Upstream};
 use mesh_trace_propagation::formats;
 use serde_json::{json, Value};
-
-fn sa(name: &str) -> String {
-    format!("spiffe://mesh.local/ns/default/sa/{name}")
-}
-
-fn suite(config: &Value) -> Value {
-    wasm_filter("mesh", &wasm("mesh_filters").unwrap(), config)
-}
 
 fn everything() -> Value {
     json!({
@@ -38,54 +27,35 @@ fn everything() -> Value {
     })
 }
 
-async fn demo() -> Upstream {
-    upstream::spawn("orders", "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
-}
-
-struct Mesh {
-    envoy: Envoy,
-    pki: Pki,
-}
+/// The suite behind the mTLS listener, every route to the service.
+struct Mesh(fixture::Mesh);
 
 impl Mesh {
     fn start(tag: &str, config: &Value, routes: Vec<Value>, svc: &Upstream) -> Mesh {
-        let pki = Pki::new(tag).unwrap();
-        let mtls = with_mtls(
-            listener("mtls", routes, vec![suite(config)]),
-            &pki.envoy,
-            false,
-            "SANITIZE_SET",
-        );
-        let envoy = Envoy::start(&bootstrap(
-            vec![mtls],
-            vec![cluster("svc", svc.addr(), true)],
-        ))
-        .unwrap();
-        Mesh { envoy, pki }
+        let mesh = fixture::Mesh::builder(tag)
+            .filter(filter("mesh", config))
+            .routes(routes)
+            .cluster(cluster("svc", svc.addr(), true))
+            .start()
+            .unwrap();
+        Mesh(mesh)
     }
 
     async fn get(&self, who: &Leaf, path: &str) -> client::Response {
-        tls::request(
-            self.envoy.listener("mtls"),
-            SERVER_NAME,
-            &self.pki.ca.cert_pem(),
-            Some(who),
-            Proto::Http1,
-            "GET",
-            path,
-            &[],
-            None,
-        )
-        .await
-        .unwrap()
+        self.0.get(Some(who), path, &[]).await.unwrap()
+    }
+}
+
+impl std::ops::Deref for Mesh {
+    type Target = fixture::Mesh;
+    fn deref(&self) -> &fixture::Mesh {
+        &self.0
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_stage_acts_in_one_filter_and_route_metadata_works_as_with_single_filters() {
-    let svc = demo().await;
+    let svc = upstream::local("orders").await.unwrap();
     let routes = vec![
         with_metadata(
             route("orders", "/orders", "svc"),
@@ -100,8 +70,8 @@ async fn every_stage_acts_in_one_filter_and_route_metadata_works_as_with_single_
         route("flaky", "/", "svc"),
     ];
     let mesh = Mesh::start("suite-all", &everything(), routes, &svc);
-    let learner = mesh.pki.client(&[&sa("learner")]).unwrap();
-    let admin = mesh.pki.client(&[&sa("admin")]).unwrap();
+    let learner = mesh.client(&[&sa("learner")]).unwrap();
+    let admin = mesh.client(&[&sa("admin")]).unwrap();
 
     // Allowed: every stage wrote what it writes, in one pass.
     let r = mesh.get(&learner, "/orders/1").await;
@@ -154,23 +124,27 @@ async fn every_stage_acts_in_one_filter_and_route_metadata_works_as_with_single_
     );
     assert_eq!(svc.requests().len(), 9, "an open breaker answers alone");
 
-    let m = |name: &str, route: &str| mesh.envoy.metric(name, &[("route", route)]).unwrap();
-    assert_eq!(m("mesh_circuit_breaker_opened", "flaky"), 1.0);
-    assert_eq!(m("mesh_retry_budget_retries", "flaky"), 6.0);
-    assert_eq!(m("mesh_spiffe_identity_denied", "orders"), 1.0);
+    for (name, route, want) in [
+        ("mesh_circuit_breaker_opened", "flaky", 1.0),
+        ("mesh_retry_budget_retries", "flaky", 6.0),
+        ("mesh_spiffe_identity_denied", "orders", 1.0),
+    ] {
+        mesh.envoy
+            .wait_for_value(name, &[("route", route)], want)
+            .await
+            .unwrap();
+    }
     // Traces started: /orders by learner, /admin by admin, the 3 failures. The two identity
     // denials and the breaker's rejection stopped the chain before the trace stage.
-    assert_eq!(
-        mesh.envoy
-            .metric("mesh_trace_propagation_started", &[])
-            .unwrap(),
-        5.0
-    );
+    mesh.envoy
+        .wait_for_value("mesh_trace_propagation_started", &[], 5.0)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stage_without_a_section_is_off() {
-    let svc = demo().await;
+    let svc = upstream::local("orders").await.unwrap();
     let config =
         json!({"spiffe_identity": {"allow": [sa("learner")]}, "deadline": {"timeout": "1s"}});
     let mesh = Mesh::start(
@@ -179,7 +153,7 @@ async fn a_stage_without_a_section_is_off() {
         vec![route("orders", "/", "svc")],
         &svc,
     );
-    let learner = mesh.pki.client(&[&sa("learner")]).unwrap();
+    let learner = mesh.client(&[&sa("learner")]).unwrap();
     let r = mesh.get(&learner, "/orders/1").await;
     assert_eq!(r.status, 200);
     let rec = &svc.requests()[0];
@@ -199,7 +173,6 @@ async fn a_stage_without_a_section_is_off() {
 
 #[test]
 fn a_bad_section_is_refused_and_the_log_names_section_and_field() {
-    let svc: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
     for (config, field) in [
         (json!({"deadline": {"timeout": "soon"}}), "deadline.timeout"),
         (
@@ -212,20 +185,7 @@ fn a_bad_section_is_refused_and_the_log_names_section_and_field() {
         ),
         (json!({"deadlines": {}}), "deadlines"),
     ] {
-        let b = bootstrap(
-            vec![listener(
-                "main",
-                vec![route("r", "/", "svc")],
-                vec![suite(&config)],
-            )],
-            vec![cluster("svc", svc, true)],
-        );
-        let refused = Envoy::refuse(&b).unwrap();
-        let line = refused
-            .log
-            .lines()
-            .find(|l| l.contains("mesh: invalid configuration"))
-            .unwrap_or_else(|| panic!("{config}: {}", refused.log));
+        let line = fixture::refusal("mesh", &config).unwrap();
         assert!(line.contains(&format!("field `{field}`")), "{line}");
     }
 }

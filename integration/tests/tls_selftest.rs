@@ -8,29 +8,27 @@
 )]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use mesh_integration::certs::{self, Ca, Leaf, LeafSpec};
+use mesh_integration::client::tls::Tls;
 use mesh_integration::client::Proto;
-use mesh_integration::tls;
+use mesh_integration::fixture::sa;
+use mesh_integration::server::{self, Server};
+use mesh_integration::tempdir;
 use mesh_integration::upstream;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tonic::Code;
 use x509_parser::extensions::GeneralName;
@@ -47,20 +45,7 @@ enum Backend {
     Forward(SocketAddr),
 }
 
-/// A TLS server on 127.0.0.1 requiring a client certificate issued by its CA; stops on
-/// drop.
-struct TlsServer {
-    addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn tls_server(ca: &Ca, backend: Backend) -> TlsServer {
+async fn tls_server(ca: &Ca, backend: Backend) -> Server {
     let leaf = ca
         .issue(&LeafSpec::server("envoy", &[SERVER_NAME]))
         .unwrap();
@@ -68,7 +53,9 @@ async fn tls_server(ca: &Ca, backend: Backend) -> TlsServer {
 }
 
 /// Like [`tls_server`], with the given CA (for client certificates) and server identity.
-async fn tls_server_with(ca_pem: &str, leaf: &Leaf, backend: Backend) -> TlsServer {
+/// A TLS server on 127.0.0.1 requiring a client certificate issued by `ca_pem`, with this
+/// server identity; stops on drop.
+async fn tls_server_with(ca_pem: &str, leaf: &Leaf, backend: Backend) -> Server {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     roots
@@ -77,7 +64,7 @@ async fn tls_server_with(ca_pem: &str, leaf: &Leaf, backend: Backend) -> TlsServ
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .unwrap();
-    let (chain, key) = tls::identity(leaf).unwrap();
+    let (chain, key) = mesh_integration::client::tls::identity(leaf).unwrap();
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -87,21 +74,12 @@ async fn tls_server_with(ca_pem: &str, leaf: &Leaf, backend: Backend) -> TlsServ
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(config));
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let mut connections = JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
-                    connections.spawn(serve(acceptor.clone(), stream, backend));
-                }
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            }
-        }
-    });
-    TlsServer { addr, task }
+    // The skeleton's accept loop; each connection's TLS handshake, then `backend`.
+    Server::tcp("127.0.0.1:0".parse().unwrap(), move |stream, _stop| {
+        serve(acceptor.clone(), stream, backend)
+    })
+    .await
+    .unwrap()
 }
 
 async fn serve(acceptor: TlsAcceptor, stream: TcpStream, backend: Backend) {
@@ -112,19 +90,14 @@ async fn serve(acceptor: TlsAcceptor, stream: TcpStream, backend: Backend) {
     match backend {
         Backend::Describe => {
             let info = describe(stream.get_ref().1);
-            let service = service_fn(move |request: Request<Incoming>| {
+            server::serve_connection(stream, move |request: Request<Incoming>| {
                 let mut info = info.clone();
                 info["version"] = json!(format!("{:?}", request.version()));
                 info["path"] = json!(request.uri().path());
-                async move {
-                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
-                        info.to_string(),
-                    ))))
-                }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                let response = Response::new(Full::new(Bytes::from(info.to_string())));
+                async move { server::ok(response) }
+            })
+            .await;
         }
         Backend::Forward(to) => {
             let Ok(mut upstream) = TcpStream::connect(to).await else {
@@ -170,8 +143,7 @@ fn der(pem: &str) -> Vec<u8> {
 }
 
 fn svid(ca: &Ca, name: &str) -> Leaf {
-    let id = format!("spiffe://mesh.local/ns/default/sa/{name}");
-    ca.issue(&LeafSpec::client(name, &[&id])).unwrap()
+    ca.issue(&LeafSpec::client(name, &[&sa(name)])).unwrap()
 }
 
 /// The SAN cases the identity filter's tests need: every invalid form, and valid ones.
@@ -209,30 +181,6 @@ fn san_cases() -> Vec<(&'static str, Vec<String>)> {
     ]
 }
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(prefix: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("mesh-{prefix}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn openssl(args: &[&str]) -> String {
     let out = Command::new("openssl").args(args).output().unwrap();
     let text = format!(
@@ -255,19 +203,18 @@ async fn http1_and_http2_over_mtls() {
         (Proto::Http1, "HTTP/1.1", "http/1.1"),
         (Proto::H2c, "HTTP/2.0", "h2"),
     ] {
-        let resp = tls::request(
-            server.addr,
-            SERVER_NAME,
-            &ca_pem,
-            Some(&auth),
-            proto,
-            "POST",
-            "/who?x=1",
-            &[("x-test", "1")],
-            Some(b"body".to_vec()),
-        )
-        .await
-        .unwrap();
+        let resp = Tls::new(SERVER_NAME, &ca_pem)
+            .presenting(Some(&auth))
+            .request(
+                server.addr(),
+                proto,
+                "POST",
+                "/who?x=1",
+                &[("x-test", "1")],
+                Some(b"body".to_vec()),
+            )
+            .await
+            .unwrap();
         assert_eq!(resp.status, 200, "{proto:?}");
         let info = resp.json();
         assert_eq!(info["version"], version, "{info}");
@@ -281,7 +228,9 @@ async fn http1_and_http2_over_mtls() {
         );
     }
 
-    let resp = tls::get(server.addr, SERVER_NAME, &ca_pem, Some(&auth), "/", &[])
+    let resp = Tls::new(SERVER_NAME, &ca_pem)
+        .presenting(Some(&auth))
+        .get(server.addr(), "/", &[])
         .await
         .unwrap();
     assert_eq!(resp.json()["version"], "HTTP/1.1");
@@ -292,19 +241,10 @@ async fn client_without_certificate_is_refused() {
     let ca = Ca::new("mesh.local test CA").unwrap();
     let server = tls_server(&ca, Backend::Describe).await;
     for proto in [Proto::Http1, Proto::H2c] {
-        let err = tls::request(
-            server.addr,
-            SERVER_NAME,
-            &ca.cert_pem(),
-            None,
-            proto,
-            "GET",
-            "/",
-            &[],
-            None,
-        )
-        .await
-        .unwrap_err();
+        let err = Tls::new(SERVER_NAME, &ca.cert_pem())
+            .request(server.addr(), proto, "GET", "/", &[], None)
+            .await
+            .unwrap_err();
         // TLS 1.3: the server's alert arrives once the client reads.
         let text = format!("{err:?}");
         assert!(text.contains("CertificateRequired"), "{proto:?}: {text}");
@@ -317,18 +257,10 @@ async fn certificate_from_another_ca_is_refused() {
     let other = Ca::new("other CA").unwrap();
     let server = tls_server(&ca, Backend::Describe).await;
     let stranger = svid(&other, "auth");
-    let result = tls::request(
-        server.addr,
-        SERVER_NAME,
-        &ca.cert_pem(),
-        Some(&stranger),
-        Proto::Http1,
-        "GET",
-        "/",
-        &[],
-        None,
-    )
-    .await;
+    let result = Tls::new(SERVER_NAME, &ca.cert_pem())
+        .presenting(Some(&stranger))
+        .get(server.addr(), "/", &[])
+        .await;
     assert!(result.is_err(), "{result:?}");
 }
 
@@ -339,28 +271,18 @@ async fn server_is_verified_by_ca_and_name() {
     let server = tls_server(&ca, Backend::Describe).await;
     let auth = svid(&ca, "auth");
 
-    let err = tls::get(
-        server.addr,
-        "other.mesh.local",
-        &ca.cert_pem(),
-        Some(&auth),
-        "/",
-        &[],
-    )
-    .await
-    .unwrap_err();
+    let err = Tls::new("other.mesh.local", &ca.cert_pem())
+        .presenting(Some(&auth))
+        .get(server.addr(), "/", &[])
+        .await
+        .unwrap_err();
     assert!(format!("{err}").contains("not valid for name"), "{err}");
 
-    let err = tls::get(
-        server.addr,
-        SERVER_NAME,
-        &other.cert_pem(),
-        Some(&auth),
-        "/",
-        &[],
-    )
-    .await
-    .unwrap_err();
+    let err = Tls::new(SERVER_NAME, &other.cert_pem())
+        .presenting(Some(&auth))
+        .get(server.addr(), "/", &[])
+        .await
+        .unwrap_err();
     assert!(format!("{err}").contains("UnknownIssuer"), "{err}");
 }
 
@@ -374,17 +296,16 @@ async fn grpc_unary_over_mtls() {
     let auth = svid(&ca, "auth");
     let ca_pem = ca.cert_pem();
 
-    let reply = tls::grpc_unary(
-        server.addr,
-        SERVER_NAME,
-        &ca_pem,
-        Some(&auth),
-        ECHO,
-        &[("x-custom", "v"), ("trace-bin", "\u{1}raw")],
-        Bytes::from_static(b"\x0a\x05hello"),
-    )
-    .await
-    .unwrap();
+    let reply = Tls::new(SERVER_NAME, &ca_pem)
+        .presenting(Some(&auth))
+        .grpc_unary(
+            server.addr(),
+            ECHO,
+            &[("x-custom", "v"), ("trace-bin", "\u{1}raw")],
+            Bytes::from_static(b"\x0a\x05hello"),
+        )
+        .await
+        .unwrap();
     assert_eq!(&reply.message[..], b"\x0a\x05hello");
     assert_eq!(reply.header("x-demo-service"), Some("grpc"));
     assert_eq!(reply.header("grpc-status"), Some("0"));
@@ -393,36 +314,31 @@ async fn grpc_unary_over_mtls() {
     assert_eq!(records[0].path, ECHO);
     assert_eq!(records[0].header("x-custom"), Some("v"));
 
-    let status = tls::grpc_unary(
-        server.addr,
-        SERVER_NAME,
-        &ca_pem,
-        Some(&auth),
-        ECHO,
-        &[("x-demo-grpc-status", "7")],
-        Bytes::new(),
-    )
-    .await
-    .unwrap_err();
+    let status = Tls::new(SERVER_NAME, &ca_pem)
+        .presenting(Some(&auth))
+        .grpc_unary(
+            server.addr(),
+            ECHO,
+            &[("x-demo-grpc-status", "7")],
+            Bytes::new(),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
 
-    let (result, elapsed) = tls::grpc_unary_timed(
-        server.addr,
-        SERVER_NAME,
-        &ca_pem,
-        None,
-        ECHO,
-        &[],
-        Bytes::new(),
-    )
-    .await;
+    let (result, elapsed) = Tls::new(SERVER_NAME, &ca_pem)
+        .grpc_unary_timed(server.addr(), ECHO, &[], Bytes::new())
+        .await;
     let status = result.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(
         status.message().contains("CertificateRequired"),
         "{status:?}"
     );
-    assert!(elapsed < mesh_integration::grpc::TIMEOUT, "{elapsed:?}");
+    assert!(
+        elapsed < mesh_integration::client::grpc::TIMEOUT,
+        "{elapsed:?}"
+    );
     assert_eq!(up.count(), 2);
 }
 
@@ -431,7 +347,7 @@ async fn every_san_case_is_issued_verbatim_and_usable() {
     let ca = Ca::new("mesh.local test CA").unwrap();
     let server = tls_server(&ca, Backend::Describe).await;
     let ca_pem = ca.cert_pem();
-    let dir = TempDir::new("tls-selftest");
+    let dir = tempdir::Dir::new("tls-selftest").unwrap();
     let ca_file = ca.write(dir.path()).unwrap();
     assert_eq!(ca_file, dir.path().join("ca.crt"));
 
@@ -490,7 +406,9 @@ async fn every_san_case_is_issued_verbatim_and_usable() {
         }
 
         // And a TLS server sees the same URIs on the connection.
-        let resp = tls::get(server.addr, SERVER_NAME, &ca_pem, Some(&leaf), "/", &[])
+        let resp = Tls::new(SERVER_NAME, &ca_pem)
+            .presenting(Some(&leaf))
+            .get(server.addr(), "/", &[])
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(resp.json()["peer_uris"], json!(uris), "{name}");
@@ -543,7 +461,7 @@ fn leaf_spec_helpers_and_eku() {
 /// `scripts/demo-certs.sh` makes certificates that rustls (webpki) accepts both ways.
 #[tokio::test]
 async fn demo_certs_script_makes_working_mtls_certificates() {
-    let dir = TempDir::new("demo-certs");
+    let dir = tempdir::Dir::new("demo-certs").unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/demo-certs.sh");
     let run = |args: &[&str]| {
         let out = Command::new("bash")
@@ -566,9 +484,9 @@ async fn demo_certs_script_makes_working_mtls_certificates() {
     assert!(run(&[out_arg]).contains("nothing to do"));
     assert_eq!(run(&["--force", out_arg]).lines().count(), 12);
 
-    let read = |name: &str| Leaf {
-        cert_pem: std::fs::read_to_string(out_dir.join(format!("{name}.crt"))).unwrap(),
-        key_pem: std::fs::read_to_string(out_dir.join(format!("{name}.key"))).unwrap(),
+    let read = |name: &str| {
+        let file = |ext: &str| out_dir.join(format!("{name}.{ext}"));
+        Leaf::read(&file("crt"), &file("key")).unwrap()
     };
     let ca_pem = std::fs::read_to_string(out_dir.join("ca.crt")).unwrap();
     let envoy = read("envoy");
@@ -576,14 +494,12 @@ async fn demo_certs_script_makes_working_mtls_certificates() {
     for name in ["auth", "learner", "events", "admin", "envoy"] {
         let leaf = read(name);
         for server_name in [SERVER_NAME, "localhost", "127.0.0.1"] {
-            let resp = tls::get(server.addr, server_name, &ca_pem, Some(&leaf), "/", &[])
+            let resp = Tls::new(server_name, &ca_pem)
+                .presenting(Some(&leaf))
+                .get(server.addr(), "/", &[])
                 .await
                 .unwrap_or_else(|e| panic!("{name} to {server_name}: {e}"));
-            assert_eq!(
-                resp.json()["peer_uris"],
-                json!([format!("spiffe://mesh.local/ns/default/sa/{name}")]),
-                "{name}"
-            );
+            assert_eq!(resp.json()["peer_uris"], json!([sa(name)]), "{name}");
         }
     }
 }

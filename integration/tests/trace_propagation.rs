@@ -9,13 +9,12 @@
     clippy::indexing_slicing
 )]
 
-use mesh_integration::bootstrap::{
-    bootstrap, cluster, listener, route, wasm_filter, with_metadata,
-};
+use mesh_integration::bootstrap::{bootstrap, cluster, filter, listener, route, with_metadata};
 use mesh_integration::client;
-use mesh_integration::envoy::{wasm, Envoy};
+use mesh_integration::envoy::Envoy;
+use mesh_integration::fixture;
 use mesh_integration::otlp_receiver;
-use mesh_integration::upstream::{self, Record, Upstream};
+use mesh_integration::upstream::{self, Record};
 use mesh_trace_propagation::formats::{self, Sampling, SpanContext};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -25,16 +24,6 @@ const FILTER: &str = "mesh.trace_propagation";
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SPAN: &str = "00f067aa0ba902b7";
 
-async fn demo(name: &str) -> Upstream {
-    upstream::spawn(name, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
-}
-
-fn trace_filter(config: Value) -> Value {
-    wasm_filter(FILTER, &wasm("mesh_trace_propagation").unwrap(), &config)
-}
-
 fn start(config: Value, svc: SocketAddr, extra_clusters: Vec<Value>) -> Envoy {
     let mut clusters = vec![cluster("svc", svc, true)];
     clusters.extend(extra_clusters);
@@ -42,7 +31,7 @@ fn start(config: Value, svc: SocketAddr, extra_clusters: Vec<Value>) -> Envoy {
         vec![listener(
             "main",
             vec![route("orders", "/", "svc")],
-            vec![trace_filter(config)],
+            vec![filter(FILTER, &config)],
         )],
         clusters,
     ))
@@ -81,7 +70,7 @@ fn all_formats() -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_format_in_becomes_the_same_trace_in_every_format_out_with_a_new_span() {
-    let svc = demo("orders").await;
+    let svc = upstream::local("orders").await.unwrap();
     let envoy = start(all_formats(), svc.addr(), vec![]);
     let addr = envoy.listener("main");
     let trace64 = "a3ce929d0e0e4736";
@@ -203,23 +192,20 @@ async fn every_format_in_becomes_the_same_trace_in_every_format_out_with_a_new_s
             .map(str::to_string);
         assert_eq!(parent.as_deref(), Some(SPAN), "{what}: parent span");
     }
-    assert_eq!(
-        envoy
-            .metric("mesh_trace_propagation_extracted", &[("format", "b3")])
-            .unwrap(),
-        3.0
-    );
-    assert_eq!(
-        envoy
-            .metric("mesh_trace_propagation_extracted", &[("format", "jaeger")])
-            .unwrap(),
-        2.0
-    );
+    let extracted = "mesh_trace_propagation_extracted";
+    envoy
+        .wait_for_value(extracted, &[("format", "b3")], 3.0)
+        .await
+        .unwrap();
+    envoy
+        .wait_for_value(extracted, &[("format", "jaeger")], 2.0)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_traceparents_start_a_new_trace_and_tracestate_goes_with_them() {
-    let svc = demo("orders").await;
+    let svc = upstream::local("orders").await.unwrap();
     let envoy = start(
         json!({"extract": ["w3c"], "sampling_ratio": 1.0}),
         svc.addr(),
@@ -276,14 +262,15 @@ async fn invalid_traceparents_start_a_new_trace_and_tracestate_goes_with_them() 
             "{what}: tracestate is dropped with its traceparent"
         );
     }
-    assert_eq!(
-        envoy.metric("mesh_trace_propagation_invalid", &[]).unwrap(),
-        invalid.len() as f64
-    );
-    assert_eq!(
-        envoy.metric("mesh_trace_propagation_started", &[]).unwrap(),
-        invalid.len() as f64
-    );
+    let n = invalid.len() as f64;
+    envoy
+        .wait_for_value("mesh_trace_propagation_invalid", &[], n)
+        .await
+        .unwrap();
+    envoy
+        .wait_for_value("mesh_trace_propagation_started", &[], n)
+        .await
+        .unwrap();
 
     // A valid one keeps its tracestate whole at the W3C limit of 32 members (a 129-character
     // member is valid), and drops a list of 33 whole.
@@ -313,7 +300,7 @@ async fn invalid_traceparents_start_a_new_trace_and_tracestate_goes_with_them() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn baggage_is_limited_and_b3_zero_is_not_sampled() {
-    let svc = demo("orders").await;
+    let svc = upstream::local("orders").await.unwrap();
     let envoy = start(all_formats(), svc.addr(), vec![]);
     let addr = envoy.listener("main");
     let baggage: Vec<String> = (0..70).map(|i| format!("k{i}=v{i}")).collect();
@@ -328,12 +315,10 @@ async fn baggage_is_limited_and_b3_zero_is_not_sampled() {
             .count(),
         64
     );
-    assert_eq!(
-        envoy
-            .metric("mesh_trace_propagation_baggage_dropped", &[])
-            .unwrap(),
-        6.0
-    );
+    envoy
+        .wait_for_value("mesh_trace_propagation_baggage_dropped", &[], 6.0)
+        .await
+        .unwrap();
 
     svc.clear();
     client::get(addr, "/orders/1", &[("b3", "0")])
@@ -346,7 +331,7 @@ async fn baggage_is_limited_and_b3_zero_is_not_sampled() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn response_headers_name_this_hop_and_broken_route_metadata_fails_open() {
-    let svc = demo("orders").await;
+    let svc = upstream::local("orders").await.unwrap();
     let routes = vec![
         with_metadata(
             route("orders", "/orders", "svc"),
@@ -361,7 +346,7 @@ async fn response_headers_name_this_hop_and_broken_route_metadata_fails_open() {
         route("plain", "/", "svc"),
     ];
     let b = bootstrap(
-        vec![listener("main", routes, vec![trace_filter(json!({}))])],
+        vec![listener("main", routes, vec![filter(FILTER, &json!({}))])],
         vec![cluster("svc", svc.addr(), true)],
     );
     let envoy = Envoy::start(&b).unwrap();
@@ -401,15 +386,14 @@ async fn response_headers_name_this_hop_and_broken_route_metadata_fails_open() {
     let rec = &svc.requests()[0];
     assert_eq!(rec.header("traceparent"), Some(incoming.as_str()));
     assert_eq!(rec.header("b3"), Some("garbage"));
-    assert_eq!(
-        envoy
-            .metric(
-                "mesh_trace_propagation_config_error",
-                &[("route", "broken")]
-            )
-            .unwrap(),
-        1.0
-    );
+    envoy
+        .wait_for_value(
+            "mesh_trace_propagation_config_error",
+            &[("route", "broken")],
+            1.0,
+        )
+        .await
+        .unwrap();
     assert!(
         envoy
             .log()
@@ -420,10 +404,8 @@ async fn response_headers_name_this_hop_and_broken_route_metadata_fails_open() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_envoys_keep_one_trace_and_export_chained_spans_with_their_attributes() {
-    let receiver = otlp_receiver::spawn("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let svc = demo("orders").await;
+    let receiver = otlp_receiver::local().await.unwrap();
+    let svc = upstream::local("orders").await.unwrap();
     let export = |service: &str| json!({"export": {"cluster": "otlp", "service_name": service, "flush_interval": "100ms"}});
     let back = start(
         export("back"),
@@ -434,7 +416,7 @@ async fn two_envoys_keep_one_trace_and_export_chained_spans_with_their_attribute
         vec![listener(
             "main",
             vec![route("checkout", "/", "back")],
-            vec![trace_filter(export("front"))],
+            vec![filter(FILTER, &export("front"))],
         )],
         vec![
             cluster("back", back.listener("main"), true),
@@ -504,11 +486,9 @@ async fn two_envoys_keep_one_trace_and_export_chained_spans_with_their_attribute
     );
     assert_eq!(attr(back_span, "upstream_cluster").as_deref(), Some("svc"));
     assert!(back_span.end_unix_nano >= back_span.start_unix_nano && back_span.start_unix_nano > 0);
-    assert_eq!(
-        back.metric("mesh_trace_propagation_spans_exported", &[])
-            .unwrap(),
-        1.0
-    );
+    back.wait_for_value("mesh_trace_propagation_spans_exported", &[], 1.0)
+        .await
+        .unwrap();
 
     // A 5xx is an error span; a not-sampled request exports nothing.
     client::get(back.listener("main"), "/orders/8?status=503", &[])
@@ -522,6 +502,8 @@ async fn two_envoys_keep_one_trace_and_export_chained_spans_with_their_attribute
     .await
     .unwrap();
     assert!(receiver.wait_for_spans(3, Duration::from_secs(10)).await);
+    // Settle time for what must not come: five flush intervals (100 ms) for a span of the
+    // not-sampled request.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let spans = receiver.spans();
     assert_eq!(spans.len(), 3, "the not-sampled request exported no span");
@@ -534,12 +516,9 @@ async fn two_envoys_keep_one_trace_and_export_chained_spans_with_their_attribute
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_absent_collector_never_slows_requests_and_failed_exports_are_counted() {
-    let svc = demo("orders").await;
+    let svc = upstream::local("orders").await.unwrap();
     // A cluster pointing at a port nobody listens on.
-    let dead: SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let dead = fixture::closed_port().unwrap();
     let config = json!({"export": {"cluster": "otlp", "flush_interval": "50ms"}});
     let envoy = start(config, svc.addr(), vec![cluster("otlp", dead, false)]);
     let addr = envoy.listener("main");
@@ -559,24 +538,22 @@ async fn an_absent_collector_never_slows_requests_and_failed_exports_are_counted
         slowest < Duration::from_millis(200),
         "a request waited on the collector: {slowest:?}"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        envoy
-            .metric("mesh_trace_propagation_export_failed", &[])
-            .unwrap()
-            >= 1.0
-    );
-    assert_eq!(
-        envoy
-            .metric("mesh_trace_propagation_spans_exported", &[])
-            .unwrap(),
-        0.0
-    );
+    envoy
+        .wait_for("a failed export", |m| {
+            m.get("mesh_trace_propagation_export_failed", &[])
+                .filter(|n| *n >= 1.0)
+        })
+        .await
+        .unwrap();
+    let exported = envoy
+        .settled_value("mesh_trace_propagation_spans_exported", &[])
+        .await
+        .unwrap();
+    assert_eq!(exported, 0.0, "nothing reached an absent collector");
 }
 
 #[test]
 fn invalid_trace_configs_are_refused_and_the_log_names_the_field() {
-    let svc: SocketAddr = "127.0.0.1:9".parse().unwrap();
     for (config, field) in [
         (json!({"inject": ["w3c", "zipkin"]}), "inject"),
         (json!({"sampling_ratio": 2}), "sampling_ratio"),
@@ -585,20 +562,7 @@ fn invalid_trace_configs_are_refused_and_the_log_names_the_field() {
             "export.max_batch",
         ),
     ] {
-        let b = bootstrap(
-            vec![listener(
-                "main",
-                vec![route("r", "/", "svc")],
-                vec![trace_filter(config.clone())],
-            )],
-            vec![cluster("svc", svc, true)],
-        );
-        let refused = Envoy::refuse(&b).unwrap();
-        let line = refused
-            .log
-            .lines()
-            .find(|l| l.contains("mesh.trace_propagation: invalid configuration"))
-            .unwrap_or_else(|| panic!("{config}: {}", refused.log));
+        let line = fixture::refusal(FILTER, &config).unwrap();
         assert!(line.contains(&format!("field `{field}`")), "{line}");
     }
 }

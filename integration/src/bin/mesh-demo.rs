@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use mesh_integration::upstream;
+use mesh_integration::{server, upstream};
 
 const USAGE: &str = "usage: mesh-demo --listen NAME=ADDR [--listen NAME=ADDR ...]
 
@@ -26,17 +26,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("mesh-demo: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(run(listeners))
+    server::main("mesh-demo", run(listeners))
 }
 
 #[derive(Debug, PartialEq)]
@@ -99,7 +89,7 @@ async fn run(listeners: Vec<(String, SocketAddr)>) -> ExitCode {
             }
         }
     }
-    match wait_for_signal().await {
+    match server::wait_for_signal().await {
         Ok(signal) => eprintln!("mesh-demo: {signal} received, shutting down"),
         Err(err) => {
             eprintln!("mesh-demo: cannot wait for signals: {err}");
@@ -110,23 +100,6 @@ async fn run(listeners: Vec<(String, SocketAddr)>) -> ExitCode {
         service.shutdown().await;
     }
     ExitCode::SUCCESS
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
-    })
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() -> std::io::Result<&'static str> {
-    tokio::signal::ctrl_c().await?;
-    Ok("ctrl-c")
 }
 
 #[cfg(test)]

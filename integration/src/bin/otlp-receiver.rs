@@ -17,23 +17,18 @@
 //! in memory until the process ends. Runs until SIGINT or SIGTERM.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use mesh_integration::otlp_receiver::{self, ReceivedSpan, Receiver};
+use mesh_integration::server::{self, Server};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 
 const USAGE: &str = "usage: otlp-receiver [--listen ADDR] [--query ADDR]
 
@@ -61,17 +56,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("otlp-receiver: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(run(args))
+    server::main("otlp-receiver", run(args))
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
@@ -112,8 +97,13 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let query = match TcpListener::bind(args.query).await {
-        Ok(listener) => listener,
+    let state = |_stop| Arc::clone(&receiver);
+    let query = Server::http(args.query, state, |receiver, request| async move {
+        server::ok(answer(&receiver, &request))
+    })
+    .await;
+    let query = match query {
+        Ok((query, _)) => query,
         Err(err) => {
             eprintln!("otlp-receiver: cannot listen on {}: {err}", args.query);
             return ExitCode::FAILURE;
@@ -123,10 +113,9 @@ async fn run(args: Args) -> ExitCode {
         "otlp-receiver: OTLP/HTTP on {}{}, query API on {}",
         receiver.addr(),
         otlp_receiver::TRACES_PATH,
-        args.query
+        query.addr()
     );
-    let server = tokio::spawn(serve_queries(query, Arc::clone(&receiver)));
-    let outcome = match wait_for_signal().await {
+    let outcome = match server::wait_for_signal().await {
         Ok(signal) => {
             eprintln!("otlp-receiver: {signal} received, shutting down");
             ExitCode::SUCCESS
@@ -136,30 +125,8 @@ async fn run(args: Args) -> ExitCode {
             ExitCode::FAILURE
         }
     };
-    server.abort();
+    query.shutdown().await;
     outcome
-}
-
-async fn serve_queries(listener: TcpListener, receiver: Arc<Receiver>) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _peer)) => stream,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let receiver = Arc::clone(&receiver);
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let response = answer(&receiver, &request);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
 }
 
 fn answer(receiver: &Receiver, request: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -329,23 +296,6 @@ fn text_response(status: StatusCode, body: &'static str) -> Response<Full<Bytes>
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
-    })
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() -> std::io::Result<&'static str> {
-    tokio::signal::ctrl_c().await?;
-    Ok("ctrl-c")
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@
     clippy::indexing_slicing
 )]
 
-use mesh_integration::broken;
 use mesh_integration::envoy::{workspace_root, Envoy, Options};
 use mesh_integration::upstream;
+use mesh_integration::{broken, fixture};
 use std::path::Path;
 use std::process::Command;
 
@@ -131,25 +131,9 @@ fn unreadable_input_and_bad_usage_exit_2() {
 /// the same routes as the file.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_config_dump_checks_like_the_file() {
-    let svc = upstream::spawn("auth", "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let certs = workspace_root().join(".run/certs");
-    let made = Command::new("bash")
-        .arg(workspace_root().join("scripts/demo-certs.sh"))
-        .arg(&certs)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
-    let mut text = std::fs::read_to_string(workspace_root().join("envoy/demo.yaml")).unwrap();
-    for port in ["10000", "10443", "9901", "9001", "9002", "9003"] {
-        let to = if port.starts_with("900") && port != "9901" {
-            svc.addr().port().to_string()
-        } else {
-            "0".to_string()
-        };
-        text = text.replace(&format!("port_value: {port}"), &format!("port_value: {to}"));
-    }
+    let svc = upstream::local("auth").await.unwrap();
+    fixture::demo_certs().unwrap();
+    let text = fixture::demo_config(svc.addr(), svc.addr(), svc.addr()).unwrap();
     let envoy = Envoy::start_text(&text, &Options::default()).unwrap();
     let (status, dump) = envoy.admin_get("/config_dump").unwrap();
     assert_eq!(status, 200);

@@ -302,104 +302,73 @@ fn every_broken_configuration_is_refused_by_the_schema() {
 /// Valid for the schema, refused by the filter: the rules JSON Schema does not state here.
 #[test]
 fn what_the_schema_does_not_state_is_still_refused_by_the_filters() {
-    /// `None` when the schema accepts `config` and the filter (`accepts`) refuses it.
-    fn refused(
-        schemas: &Schemas,
-        key: &str,
-        config: Value,
-        accepts: fn(&Value) -> bool,
-    ) -> Option<String> {
+    /// Whether the filter of `key` accepts `config`.
+    fn accepts(key: &str, config: &Value) -> bool {
+        use mesh_circuit_breaker::config::Config as Breaker;
+        use mesh_deadline::config::Config as Deadline;
+        use mesh_retry_budget::config::Config as Budget;
+        use mesh_trace_propagation::config::Config as Trace;
+        match key {
+            "mesh.deadline" => from_value::<Deadline>(config).is_ok(),
+            "mesh.circuit_breaker" => from_value::<Breaker>(config).is_ok(),
+            "mesh.retry_budget" => from_value::<Budget>(config).is_ok(),
+            "mesh.trace_propagation" => from_value::<Trace>(config).is_ok(),
+            other => panic!("no filter {other}"),
+        }
+    }
+    /// `None` when the schema accepts `config` and the filter refuses it.
+    fn refused(schemas: &Schemas, key: &str, config: &Value) -> Option<String> {
         let (name, validator) = schemas.plugin(key).unwrap();
-        if !validator.is_valid(&config) {
+        if !validator.is_valid(config) {
             return Some(format!(
                 "{key}: {config} is refused by {name} after all: {:?}",
-                errors(validator, &config)
+                errors(validator, config)
             ));
         }
-        accepts(&config).then(|| format!("{key}: {config} is accepted by the filter"))
+        accepts(key, config).then(|| format!("{key}: {config} is accepted by the filter"))
     }
-    use mesh_circuit_breaker::config::Config as Breaker;
-    use mesh_deadline::config::Config as Deadline;
-    use mesh_retry_budget::config::Config as Budget;
-    use mesh_trace_propagation::config::Config as Trace;
     let s = Schemas::load();
-    let problems: Vec<String> = [
+    let cases = [
         // Duration bounds: durations are strings, their values cannot be compared.
-        refused(
-            &s,
+        (
             "mesh.deadline",
             json!({"timeout": "5s", "min_budget": "0ms"}),
-            |v| from_value::<Deadline>(v).is_ok(),
         ),
-        refused(
-            &s,
+        (
             "mesh.deadline",
             json!({"timeout": "1ms", "min_budget": "10ms"}),
-            |v| from_value::<Deadline>(v).is_ok(),
         ),
-        refused(
-            &s,
+        (
             "mesh.deadline",
             json!({"timeout": "5s", "per_try_timeout": "0s"}),
-            |v| from_value::<Deadline>(v).is_ok(),
         ),
-        refused(&s, "mesh.deadline", json!({"timeout": "8761h"}), |v| {
-            from_value::<Deadline>(v).is_ok()
-        }),
-        refused(&s, "mesh.circuit_breaker", json!({"window": "1ms"}), |v| {
-            from_value::<Breaker>(v).is_ok()
-        }),
-        refused(
-            &s,
-            "mesh.circuit_breaker",
-            json!({"open_duration": "0ms"}),
-            |v| from_value::<Breaker>(v).is_ok(),
-        ),
-        refused(
-            &s,
+        ("mesh.deadline", json!({"timeout": "8761h"})),
+        ("mesh.circuit_breaker", json!({"window": "1ms"})),
+        ("mesh.circuit_breaker", json!({"open_duration": "0ms"})),
+        (
             "mesh.circuit_breaker",
             json!({"open_duration": "2s", "max_open_duration": "1s"}),
-            |v| from_value::<Breaker>(v).is_ok(),
         ),
-        refused(
-            &s,
-            "mesh.circuit_breaker",
-            json!({"slow_call_duration": "0ms"}),
-            |v| from_value::<Breaker>(v).is_ok(),
-        ),
-        refused(&s, "mesh.retry_budget", json!({"ttl": "50ms"}), |v| {
-            from_value::<Budget>(v).is_ok()
-        }),
-        refused(&s, "mesh.retry_budget", json!({"ttl": "2h"}), |v| {
-            from_value::<Budget>(v).is_ok()
-        }),
-        refused(
-            &s,
-            "mesh.retry_budget",
-            json!({"per_try_timeout": "0ms"}),
-            |v| from_value::<Budget>(v).is_ok(),
-        ),
-        refused(
-            &s,
+        ("mesh.circuit_breaker", json!({"slow_call_duration": "0ms"})),
+        ("mesh.retry_budget", json!({"ttl": "50ms"})),
+        ("mesh.retry_budget", json!({"ttl": "2h"})),
+        ("mesh.retry_budget", json!({"per_try_timeout": "0ms"})),
+        (
             "mesh.trace_propagation",
             json!({"export": {"cluster": "otlp", "flush_interval": "1ms"}}),
-            |v| from_value::<Trace>(v).is_ok(),
         ),
         // One field bounded by another.
-        refused(
-            &s,
+        (
             "mesh.trace_propagation",
             json!({"export": {"cluster": "otlp", "max_batch": 100, "max_queue": 10}}),
-            |v| from_value::<Trace>(v).is_ok(),
         ),
         // JSON Schema's integer includes 3.0; serde's u32 does not.
-        refused(&s, "mesh.retry_budget", json!({"max_retries": 3.0}), |v| {
-            from_value::<Budget>(v).is_ok()
-        }),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+        ("mesh.retry_budget", json!({"max_retries": 3.0})),
+    ];
+    let problems: Vec<String> = cases
+        .iter()
+        .filter_map(|(key, config)| refused(&s, key, config))
+        .collect();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 

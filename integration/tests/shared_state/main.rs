@@ -27,148 +27,30 @@
     clippy::indexing_slicing
 )]
 
-use mesh_integration::bootstrap::{
-    bootstrap, cluster, listener, route, wasm_filter, with_metadata,
-};
+use mesh_integration::bootstrap::{filter, route, with_metadata};
 use mesh_integration::client;
-use mesh_integration::envoy::{wasm, workspace_root, Envoy, Options};
+use mesh_integration::envoy::{Envoy, Options};
+use mesh_integration::fixture;
+use mesh_integration::metrics::Sample;
 use mesh_integration::upstream::{self, Upstream};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+mod load;
+
+use load::{h2load, wrk};
 
 const WORKERS: u32 = 2;
 /// Load connections: many more than workers, so both are busy.
-const CONNECTIONS: u32 = 32;
+pub(crate) const CONNECTIONS: u32 = 32;
 
 /// The scenarios saturate the machine: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// `wrk` and `h2load`, installed by `scripts/ensure-tools.sh` when missing (as `make bench`).
-fn tools() -> &'static (PathBuf, PathBuf) {
-    static TOOLS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    TOOLS.get_or_init(|| {
-        let out = Command::new(workspace_root().join("scripts/ensure-tools.sh"))
-            .args(["wrk:wrk", "h2load:nghttp2-client"])
-            .output()
-            .expect("scripts/ensure-tools.sh");
-        assert!(
-            out.status.success(),
-            "wrk and h2load are needed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let mut lines = text.lines().map(PathBuf::from);
-        (lines.next().unwrap(), lines.next().unwrap())
-    })
-}
-
-/// What h2load reported.
-#[derive(Debug, Default)]
-struct H2Load {
-    done: u64,
-    failed: u64,
-    errored: u64,
-    s2xx: u64,
-    s5xx: u64,
-    elapsed: Duration,
-}
-
-/// `h2load -n n -c 32 -m 1` over h2c; with several URIs each connection cycles through them.
-async fn h2load(n: u32, uris: Vec<String>) -> H2Load {
-    tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let out = Command::new(&tools().1)
-            .args(["-n", &n.to_string(), "-c", &CONNECTIONS.to_string()])
-            .args(["-m", "1", "-t", "1"])
-            .args(&uris)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "h2load: {text}");
-        let mut r = H2Load {
-            elapsed: started.elapsed(),
-            ..H2Load::default()
-        };
-        for line in text.lines().map(str::trim) {
-            let nums = |l: &str| -> Vec<(String, u64)> {
-                l.split(',')
-                    .filter_map(|part| {
-                        let mut w = part.split_whitespace().rev();
-                        let what = w.next()?.to_string();
-                        let n = w.next()?.parse().ok()?;
-                        Some((what, n))
-                    })
-                    .collect()
-            };
-            if let Some(rest) = line.strip_prefix("requests:") {
-                for (what, n) in nums(rest) {
-                    match what.as_str() {
-                        "done" => r.done = n,
-                        "failed" => r.failed = n,
-                        "errored" => r.errored = n,
-                        _ => {}
-                    }
-                }
-            } else if let Some(rest) = line.strip_prefix("status codes:") {
-                for (what, n) in nums(rest) {
-                    match what.as_str() {
-                        "2xx" => r.s2xx = n,
-                        "5xx" => r.s5xx = n,
-                        _ => {}
-                    }
-                }
-            }
-        }
-        r
-    })
-    .await
-    .unwrap()
-}
-
-/// `wrk -t2 -c32 -d<secs>s` over HTTP/1.1 keep-alive; the requests it completed.
-async fn wrk(url: String, secs: u32) -> u64 {
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(&tools().0)
-            .args(["-t", "2", "-c", &CONNECTIONS.to_string()])
-            .args(["-d", &format!("{secs}s"), "--timeout", "10s", &url])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "wrk: {text}");
-        text.lines()
-            .find_map(|l| {
-                let (n, rest) = l.trim().split_once(' ')?;
-                rest.starts_with("requests in").then(|| n.parse().ok())?
-            })
-            .unwrap_or_else(|| panic!("wrk printed no request count: {text}"))
-    })
-    .await
-    .unwrap()
-}
-
-async fn demo(name: &str) -> Upstream {
-    upstream::spawn(name, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
-}
-
 fn start(filter: Value, routes: Vec<Value>, svc: SocketAddr) -> Envoy {
-    let b = bootstrap(
-        vec![listener("main", routes, vec![filter])],
-        vec![cluster("svc", svc, true)],
-    );
-    Envoy::start_with(
-        &b,
-        &Options {
-            concurrency: WORKERS,
-            ..Options::default()
-        },
-    )
-    .unwrap()
+    let b = fixture::one_service(vec![filter], routes, svc);
+    Envoy::start_with(&b, &Options::workers(WORKERS)).unwrap()
 }
 
 fn metric(envoy: &Envoy, name: &str, route: &str) -> u64 {
@@ -187,9 +69,14 @@ fn assert_both_workers_served(envoy: &Envoy) -> Vec<u64> {
 /// Waits until the upstream's count and Envoy's counters stop moving (every `on_log` ran).
 async fn settle(envoy: &Envoy, svc: &Upstream) {
     let snapshot = || {
-        let text = envoy.prometheus().unwrap();
-        let mesh: Vec<&str> = text.lines().filter(|l| l.starts_with("mesh_")).collect();
-        (svc.count(), mesh.join("\n"))
+        let metrics = envoy.metrics().unwrap();
+        let mesh: Vec<Sample> = metrics
+            .all()
+            .iter()
+            .filter(|s| s.name.starts_with("mesh_"))
+            .cloned()
+            .collect();
+        (svc.count(), mesh)
     };
     let mut last = snapshot();
     for _ in 0..50 {
@@ -239,7 +126,7 @@ impl BudgetRoute {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_retry_budget_ledger_stays_exact_at_saturation_and_retries_stay_within_it() {
     let _one_at_a_time = SERIAL.lock().await;
-    let svc = demo("budget").await;
+    let svc = upstream::local("budget").await.unwrap();
     // Two budgets under the same load. `ratio` (the README's ratio) runs out: it shows the bound.
     // `ledger` never runs out (its floor covers every retry asked for), so the budget left at the
     // end is far from zero and every lost withdrawal, reservation or release moves it (and a lost
@@ -262,11 +149,7 @@ async fn the_retry_budget_ledger_stays_exact_at_saturation_and_retries_stay_with
         },
     ];
     let envoy = start(
-        wasm_filter(
-            "mesh.retry_budget",
-            &wasm("mesh_retry_budget").unwrap(),
-            &json!({"retry_on": "5xx"}),
-        ),
+        filter("mesh.retry_budget", &json!({"retry_on": "5xx"})),
         routes
             .iter()
             .map(|r| {
@@ -358,14 +241,16 @@ async fn the_retry_budget_ledger_stays_exact_at_saturation_and_retries_stay_with
             .unwrap();
         assert_eq!(ok.status, 200);
         let expected = r.allowed(rq_total + 1).saturating_sub(retries);
-        let mut left = u64::MAX;
-        for _ in 0..40 {
-            left = metric(&envoy, "mesh_retry_budget_retries_available", r.name);
-            if left == expected {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // The success settles when its stream ends, just after the client has it.
+        let available = [("route", r.name)];
+        let left = envoy
+            .wait_for("the ledger after the last request", |m| {
+                m.get("mesh_retry_budget_retries_available", &available)
+                    .filter(|v| *v as u64 == expected)
+            })
+            .await
+            .map(|v| v as u64)
+            .unwrap_or_else(|e| panic!("{}: {e}", r.name));
         assert_eq!(
             left,
             expected,
@@ -421,7 +306,7 @@ async fn calls_until_open(addr: SocketAddr, path: &str, limit: u32) -> u32 {
 #[tokio::test(flavor = "multi_thread")]
 async fn breaker_counts_and_transitions_stay_exact_at_saturation() {
     let _one_at_a_time = SERIAL.lock().await;
-    let svc = demo("breaker").await;
+    let svc = upstream::local("breaker").await.unwrap();
     const LOAD: u32 = 2000;
     const MARGIN: u32 = 5;
     const STORM_THRESHOLD: u32 = 100;
@@ -457,11 +342,7 @@ async fn breaker_counts_and_transitions_stay_exact_at_saturation() {
         ),
     ];
     let envoy = start(
-        wasm_filter(
-            "mesh.circuit_breaker",
-            &wasm("mesh_circuit_breaker").unwrap(),
-            &json!({"open_duration": "60s"}),
-        ),
+        filter("mesh.circuit_breaker", &json!({"open_duration": "60s"})),
         routes,
         svc.addr(),
     );

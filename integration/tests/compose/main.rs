@@ -19,199 +19,18 @@
     clippy::indexing_slicing
 )]
 
-use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+mod stack;
+
+use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use mesh_integration::certs::Leaf;
-use mesh_integration::client::{self, Response};
-use mesh_integration::envoy::{http_get, prometheus_value, workspace_root};
-use mesh_integration::{grpc, tls};
+use mesh_integration::client::tls::Tls;
+use mesh_integration::client::{self, grpc, Response};
+use mesh_integration::fixture::sa;
 use serde_json::Value;
-
-// ---------------------------------------------------------------------------------------
-// The stack
-
-fn env_addr(name: &str, default: &str) -> SocketAddr {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.to_owned())
-        .parse()
-        .unwrap_or_else(|e| panic!("{name}: not IP:PORT: {e}"))
-}
-
-fn edge() -> SocketAddr {
-    env_addr("MESH_EDGE", "127.0.0.1:10000")
-}
-
-fn edge_admin() -> SocketAddr {
-    env_addr("MESH_EDGE_ADMIN", "127.0.0.1:9901")
-}
-
-fn prometheus() -> SocketAddr {
-    env_addr("MESH_PROMETHEUS", "127.0.0.1:9090")
-}
-
-fn traces() -> SocketAddr {
-    env_addr("MESH_TRACES", "127.0.0.1:16686")
-}
-
-fn certs_dir() -> PathBuf {
-    std::env::var_os("MESH_COMPOSE_CERTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".run/compose/certs"))
-}
-
-fn project() -> String {
-    std::env::var("COMPOSE_PROJECT_NAME").unwrap_or_else(|_| "mesh-filters".to_owned())
-}
-
-fn sa(name: &str) -> String {
-    format!("spiffe://mesh.local/ns/default/sa/{name}")
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("running docker");
-    assert!(
-        out.status.success(),
-        "docker {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// The container of a compose service, running or stopped.
-fn container(service: &str) -> String {
-    let id = docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=com.docker.compose.project={}", project()),
-        "--filter",
-        &format!("label=com.docker.compose.service={service}"),
-    ]);
-    assert!(
-        !id.is_empty() && !id.contains('\n'),
-        "no single container for service {service} in project {} (is `make up` running?): {id:?}",
-        project()
-    );
-    id
-}
-
-/// The address of a service's container on the compose network.
-fn container_ip(service: &str) -> IpAddr {
-    let ip = docker(&[
-        "inspect",
-        "-f",
-        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
-        &container(service),
-    ]);
-    ip.split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .parse()
-        .unwrap_or_else(|e| panic!("{service}: container address {ip:?}: {e}"))
-}
-
-/// The admin address of an Envoy: the edge's published port, a sidecar's container address.
-fn admin(envoy: &str) -> SocketAddr {
-    if envoy == "edge" {
-        edge_admin()
-    } else {
-        SocketAddr::new(container_ip(envoy), 9901)
-    }
-}
-
-/// A sample of an Envoy's `/stats/prometheus` (0 when absent).
-fn metric(envoy: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let (status, text) = http_get(admin(envoy), "/stats/prometheus").unwrap();
-    assert_eq!(status, 200, "{envoy} /stats/prometheus");
-    prometheus_value(&text, name, labels).unwrap_or(0.0)
-}
-
-fn leaf(name: &str) -> Leaf {
-    let dir = certs_dir().join(name);
-    let read = |file: &str| {
-        std::fs::read_to_string(dir.join(file))
-            .unwrap_or_else(|e| panic!("{}: {e} (make up makes them)", dir.join(file).display()))
-    };
-    Leaf {
-        cert_pem: read("svid.crt"),
-        key_pem: read("svid.key"),
-    }
-}
-
-fn ca_pem() -> String {
-    std::fs::read_to_string(certs_dir().join("ca.crt")).unwrap()
-}
-
-async fn get(path: &str, headers: &[(&str, &str)]) -> Response {
-    client::get(edge(), path, headers)
-        .await
-        .unwrap_or_else(|e| panic!("GET {path} via the edge: {e}"))
-}
-
-/// The service's echo of the request it received.
-fn seen(response: &Response, header: &str) -> Option<String> {
-    response.json()["headers"][header]
-        .as_str()
-        .map(str::to_owned)
-}
-
-fn seen_ms(echo: &Value, header: &str) -> u64 {
-    echo["headers"][header]
-        .as_str()
-        .unwrap_or_else(|| panic!("{header} not seen: {echo}"))
-        .parse()
-        .unwrap()
-}
-
-/// Runs `check` until it succeeds, at most for `timeout`; its value.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(why) if Instant::now() >= deadline => {
-                panic!("{what}: not within {timeout:?}: {why}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A random W3C trace id.
-fn new_trace_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{:032x}",
-        nanos ^ (u128::from(std::process::id()) << 96) | (1 << 127)
-    )
-}
+use stack::*;
 
 // ---------------------------------------------------------------------------------------
 // The local demo's assertions, through the mesh
@@ -317,15 +136,10 @@ async fn each_sidecar_checks_the_callers_spiffe_id_on_its_container_address() {
         async move {
             let addr = SocketAddr::new(container_ip(&format!("{sidecar}-sidecar")), 15443);
             let cert = who.map(leaf);
-            tls::get(
-                addr,
-                &format!("{sidecar}-sidecar"),
-                &ca,
-                cert.as_ref(),
-                path,
-                &[],
-            )
-            .await
+            Tls::new(&format!("{sidecar}-sidecar"), &ca)
+                .presenting(cert.as_ref())
+                .get(addr, path, &[])
+                .await
         }
     };
 
@@ -647,7 +461,7 @@ async fn spans_from_every_hop_reach_the_receiver_under_one_trace_id() {
 
 /// The series of a PromQL query: (labels, value).
 async fn query(promql: &str) -> Result<Vec<(Value, f64)>, String> {
-    let path = format!("/api/v1/query?query={}", percent_encode(promql));
+    let path = format!("/api/v1/query?query={}", client::percent_encode(promql));
     let resp = client::get(prometheus(), &path, &[])
         .await
         .map_err(|e| e.to_string())?;

@@ -1,9 +1,25 @@
-//! Test HTTP client: one fresh connection per call, HTTP/1.1 or h2c (prior knowledge).
+//! The test clients: one [`Response`] for every way a test talks HTTP.
+//!
+//! * [`request`] / [`get`]: one fresh connection per call, HTTP/1.1 or h2c (prior knowledge);
+//!   [`tls::Tls`] does the same over TLS, optionally presenting a client certificate (mTLS).
+//! * [`Connection`]: one kept-alive HTTP/1.1 connection, for calls that must reach one Envoy
+//!   worker.
+//! * [`grpc_h2`]: a unary gRPC call as a plain HTTP/2 request, for tests that look at the
+//!   HTTP answer itself (trailers-only or not); [`grpc`] makes real gRPC calls with tonic.
+//! * [`raw`]: HTTP/1.1 bytes written exactly as given (odd-case and repeated header lines),
+//!   for tests about what a client can put on the wire.
+//! * [`blocking`] / [`http_get`]: the same client for the few callers that are not async
+//!   (Envoy's admin interface during start-up).
 //!
 //! The connection always goes to the given socket address. A `host` entry in the request
-//! headers sets the `Host` header (HTTP/1.1) or the `:authority` (h2c) instead of the
+//! headers sets the `Host` header (HTTP/1.1) or the `:authority` (HTTP/2) instead of the
 //! address, so requests can target any Envoy virtual host.
 
+pub mod grpc;
+pub mod raw;
+pub mod tls;
+
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -16,7 +32,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 /// Error of a client call (connection, protocol, bad arguments or timeout).
-pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use crate::Error;
 
 /// Result of a client call.
 pub type Result<T> = std::result::Result<T, Error>;
@@ -83,6 +99,15 @@ impl Response {
     pub fn try_json(&self) -> std::result::Result<serde_json::Value, serde_json::Error> {
         serde_json::from_slice(&self.body)
     }
+
+    /// The `grpc-status` of a gRPC response: from the headers (trailers-only) or the trailers.
+    pub fn grpc_status(&self) -> Option<u32> {
+        self.header("grpc-status")
+            .or(self.trailer("grpc-status"))?
+            .trim()
+            .parse()
+            .ok()
+    }
 }
 
 fn find<'a>(list: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -103,15 +128,27 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<Vec<u8>>,
 ) -> Result<Response> {
-    match tokio::time::timeout(TIMEOUT, send(addr, proto, method, path, headers, body)).await {
-        Ok(result) => result,
-        Err(_) => Err(format!("{method} {path} to {addr}: no response within {TIMEOUT:?}").into()),
-    }
+    send(addr, None, proto, method, path, headers, body).await
 }
 
 /// `GET path` over HTTP/1.1.
 pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Response> {
     request(addr, Proto::Http1, "GET", path, headers, None).await
+}
+
+/// A unary gRPC call as a raw HTTP/2 request over h2c: `POST path` with `content-type:
+/// application/grpc`, `te: trailers`, the `metadata` and `body` (a framed message, see
+/// [`grpc::frame`], or any bytes). For tests that look at the HTTP answer itself, or whose
+/// `grpc-timeout` a gRPC library would also enforce on its own side (tonic does).
+pub async fn grpc_h2(
+    addr: SocketAddr,
+    path: &str,
+    metadata: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<Response> {
+    let mut headers = vec![("content-type", "application/grpc"), ("te", "trailers")];
+    headers.extend_from_slice(metadata);
+    request(addr, Proto::H2c, "POST", path, &headers, Some(body)).await
 }
 
 /// One kept-alive HTTP/1.1 connection: requests on it go one after another, all to the Envoy
@@ -164,24 +201,42 @@ impl Drop for Driver {
     }
 }
 
+/// One request over a new connection, plain or TLS, within [`TIMEOUT`].
 async fn send(
     addr: SocketAddr,
+    tls: Option<&tls::Tls>,
     proto: Proto,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: Option<Vec<u8>>,
 ) -> Result<Response> {
-    let start = Instant::now();
-    let request = build_request(addr, proto, "http", method, path, headers, body)?;
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    exchange(TokioIo::new(stream), proto, request, start).await
+    let call = async {
+        let start = Instant::now();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let request = build_request(addr, proto, scheme, method, path, headers, body)?;
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        match tls {
+            None => exchange(TokioIo::new(stream), proto, request, start).await,
+            Some(tls) => {
+                let stream = tls.handshake(addr, stream, proto).await?;
+                exchange(TokioIo::new(stream), proto, request, start).await
+            }
+        }
+    };
+    let over = if tls.is_some() { " over TLS" } else { "" };
+    match tokio::time::timeout(TIMEOUT, call).await {
+        Ok(result) => result,
+        Err(_) => {
+            Err(format!("{method} {path} to {addr}{over}: no response within {TIMEOUT:?}").into())
+        }
+    }
 }
 
 /// The request as sent: `Host` for HTTP/1.1, an absolute URI (`scheme://authority/path`) for
 /// HTTP/2; a `host` entry in `headers` names the authority, else the socket address does.
-pub(crate) fn build_request(
+fn build_request(
     addr: SocketAddr,
     proto: Proto,
     scheme: &str,
@@ -223,7 +278,7 @@ pub(crate) fn build_request(
 }
 
 /// One request over an established connection (plain TCP or TLS), HTTP/1.1 or HTTP/2.
-pub(crate) async fn exchange<IO>(
+async fn exchange<IO>(
     io: IO,
     proto: Proto,
     request: Request<Full<Bytes>>,
@@ -280,4 +335,52 @@ fn pairs(headers: &HeaderMap) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986), for query values.
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Runs an async client call to completion from code that is not async, or that must not
+/// await (a `Drop`, Envoy's start-up): on a runtime of its own, in a thread of its own, so it
+/// works inside and outside a tokio runtime alike.
+pub fn blocking<T, F>(call: F) -> Result<T>
+where
+    T: Send,
+    F: Future<Output = Result<T>> + Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(call)
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the blocking client call panicked".into()))
+    })
+}
+
+/// How long a blocking admin GET may take.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A blocking `GET path` over HTTP/1.1 (Envoy's admin interface): (status, body as text).
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    blocking(async {
+        match tokio::time::timeout(ADMIN_TIMEOUT, get(addr, path, &[])).await {
+            Ok(response) => response.map(|r| (r.status, r.text())),
+            Err(_) => {
+                Err(format!("GET {path} on {addr}: no response within {ADMIN_TIMEOUT:?}").into())
+            }
+        }
+    })
 }

@@ -1,5 +1,6 @@
-//! gRPC client for end-to-end tests: tonic over a fresh `Channel` to `http://ADDR`,
-//! unary calls of raw protobuf bytes (no generated code).
+//! gRPC client for end-to-end tests: tonic over a fresh `Channel` to `http://ADDR` (or
+//! `https://ADDR` through [`super::tls::Tls::grpc_unary`]), unary calls of raw protobuf bytes
+//! (no generated code).
 //!
 //! Timing: [`GrpcReply::elapsed`] holds the duration of a successful call; use
 //! [`unary_timed`] to also time calls that end with a [`Status`].
@@ -12,8 +13,10 @@ use http::uri::PathAndQuery;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, BinaryMetadataKey, MetadataMap};
 use tonic::metadata::{BinaryMetadataValue, KeyAndValueRef};
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Status};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Request, Status};
+
+use super::tls::Tls;
 
 /// Time allowed to establish the connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -99,11 +102,24 @@ pub async fn unary_timed(
     metadata: &[(&str, &str)],
     message: Bytes,
 ) -> (Result<GrpcReply, Status>, Duration) {
+    timed(addr, None, path, metadata, message).await
+}
+
+/// One call, plain or over TLS, within [`TIMEOUT`], timed.
+pub(crate) async fn timed(
+    addr: SocketAddr,
+    tls: Option<&Tls>,
+    path: &str,
+    metadata: &[(&str, &str)],
+    message: Bytes,
+) -> (Result<GrpcReply, Status>, Duration) {
     let start = Instant::now();
-    let result = match tokio::time::timeout(TIMEOUT, call(addr, path, metadata, message)).await {
+    let over = if tls.is_some() { " over TLS" } else { "" };
+    let call = call(addr, tls, path, metadata, message);
+    let result = match tokio::time::timeout(TIMEOUT, call).await {
         Ok(result) => result,
         Err(_) => Err(Status::deadline_exceeded(format!(
-            "client: no reply from {addr}{path} within {TIMEOUT:?}"
+            "client: no reply from {addr}{path}{over} within {TIMEOUT:?}"
         ))),
     };
     let elapsed = start.elapsed();
@@ -117,6 +133,7 @@ pub async fn unary_timed(
 
 async fn call(
     addr: SocketAddr,
+    tls: Option<&Tls>,
     path: &str,
     metadata: &[(&str, &str)],
     message: Bytes,
@@ -128,27 +145,76 @@ async fn call(
         append_metadata(request.metadata_mut(), key, value)?;
     }
 
-    let channel = connect(addr).await?;
+    let channel = connect(addr, tls).await?;
     let mut client = tonic::client::Grpc::new(channel);
-    client
-        .ready()
-        .await
-        .map_err(|e| Status::unavailable(format!("client: channel to {addr} not ready: {e}")))?;
-    let (metadata, message, _extensions) =
-        client.unary(request, path, RawCodec).await?.into_parts();
+    client.ready().await.map_err(|e| {
+        Status::unavailable(format!(
+            "client: channel to {addr} not ready: {}",
+            chain(&e)
+        ))
+    })?;
+    let reply = client.unary(request, path, RawCodec).await;
+    let reply = match tls {
+        Some(_) => reply.map_err(|status| transport_failure(addr, status)),
+        None => reply,
+    };
+    let (metadata, message, _extensions) = reply?.into_parts();
     Ok((metadata, message))
 }
 
-async fn connect(addr: SocketAddr) -> Result<Channel, Status> {
-    Endpoint::from_shared(format!("http://{addr}"))
+async fn connect(addr: SocketAddr, tls: Option<&Tls>) -> Result<Channel, Status> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
         .map_err(|e| Status::invalid_argument(format!("client: bad address {addr}: {e}")))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .connect()
-        .await
-        .map_err(|e| Status::unavailable(format!("client: connect to {addr}: {e}")))
+        .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(tls) = tls {
+        let mut config = ClientTlsConfig::new()
+            .domain_name(&tls.server_name)
+            .ca_certificate(Certificate::from_pem(&tls.ca_pem));
+        if let Some(leaf) = &tls.client_cert {
+            config = config.identity(Identity::from_pem(&leaf.cert_pem, &leaf.key_pem));
+        }
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|e| Status::invalid_argument(format!("client: TLS config: {}", chain(&e))))?;
+    }
+    endpoint.connect().await.map_err(|e| {
+        let name = tls
+            .map(|t| format!(" as {:?}", t.server_name))
+            .unwrap_or_default();
+        Status::unavailable(format!("client: connect to {addr}{name}: {}", chain(&e)))
+    })
 }
 
-pub(crate) fn append_metadata(map: &mut MetadataMap, key: &str, value: &str) -> Result<(), Status> {
+/// tonic reports a TLS connection that fails during the call (with TLS 1.3, a server that
+/// refuses the client certificate says so only then) as `Unknown: transport error`. Such a
+/// status becomes `Unavailable` with the whole cause in its message; statuses sent by the
+/// server are kept.
+fn transport_failure(addr: SocketAddr, status: Status) -> Status {
+    let transport = std::error::Error::source(&status)
+        .and_then(|source| source.downcast_ref::<tonic::transport::Error>());
+    match transport {
+        Some(error) if status.code() == Code::Unknown => Status::unavailable(format!(
+            "client: TLS connection to {addr} failed: {}",
+            chain(error)
+        )),
+        _ => status,
+    }
+}
+
+/// An error and its sources, `: `-separated (tonic's transport errors say little alone).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn append_metadata(map: &mut MetadataMap, key: &str, value: &str) -> Result<(), Status> {
     let bad = |e: &dyn std::fmt::Display| {
         Status::invalid_argument(format!("client: bad metadata {key:?}: {e}"))
     };
@@ -181,9 +247,14 @@ pub fn metadata_pairs(map: &MetadataMap) -> Vec<(String, String)> {
 }
 
 /// One uncompressed length-prefixed gRPC message frame (for raw HTTP/2 requests made
-/// with [`crate::client`]).
+/// with [`super::grpc_h2`]).
 pub fn frame(message: &[u8]) -> Bytes {
-    crate::upstream::frame(message)
+    let mut out = bytes::BytesMut::with_capacity(message.len() + 5);
+    out.put_u8(0);
+    // Messages over 4 GiB cannot be framed; the length saturates (never reached in tests).
+    out.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
+    out.put_slice(message);
+    out.freeze()
 }
 
 /// The first message of a length-prefixed gRPC body, if it holds a complete
