@@ -9,6 +9,10 @@ SHELL := /bin/bash
 # leaks into a standalone module (cargo unifies features within one invocation).
 FILTERS := mesh-deadline mesh-circuit-breaker mesh-retry-budget mesh-spiffe-identity mesh-trace-propagation mesh-suite
 WASM_DIR := target/wasm32-wasip1/release
+# The suite as a native Envoy dynamic module (filters/native): libmesh_filters.so, built where
+# its ABI bindings hold (x86_64 Linux, Envoy 1.40).
+NATIVE_DIR := target/native
+NATIVE_BUILD := $(if $(filter Linux x86_64,$(shell uname -s) $(shell uname -m)),yes,)
 
 # `docker compose` (plugin) where present, else Debian's `docker-compose`.
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
@@ -21,6 +25,10 @@ toolchain:
 build: toolchain
 	@for f in $(FILTERS); do cargo build --release --target wasm32-wasip1 -p $$f; done
 	@ls -l $(WASM_DIR)/*.wasm | awk '{print "built " $$NF " (" $$5 " bytes)"}'
+ifeq ($(NATIVE_BUILD),yes)
+	@cargo build --profile native -p mesh-suite --features native
+	@ls -l $(NATIVE_DIR)/libmesh_filters.so | awk '{print "built " $$NF " (" $$5 " bytes)"}'
+endif
 
 envoy:
 	@scripts/ensure-envoy.sh >/dev/null
