@@ -1,5 +1,6 @@
 # mesh-filters: the README's commands.
-#   make run    build the filters and start the local demo (Envoy + demo services, no Docker)
+#   make run    build the filters and start the local demo (Envoy + demo services, no Docker);
+#               make run NATIVE=1: the same demo on the native module libmesh_filters.so
 #   make test   every test: native unit/property, wasm32 (Node), end to end against a real Envoy
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -34,7 +35,7 @@ envoy:
 	@scripts/ensure-envoy.sh >/dev/null
 
 run: build
-	@ENVOY_BIN="$$(scripts/ensure-envoy.sh)" scripts/demo.sh
+	@ENVOY_BIN="$$(scripts/ensure-envoy.sh)" NATIVE="$(NATIVE)" scripts/demo.sh
 
 test: build envoy test-unit test-wasm test-integration
 
@@ -49,12 +50,15 @@ test-unit:
 test-wasm: toolchain
 	scripts/wasm-test.sh
 
+# ENVOY_DYNAMIC_MODULES_SEARCH_PATH: where Envoy finds libmesh_filters.so (the shipped
+# envoy/demo-native.yaml names it).
 test-integration: build envoy
 	scripts/ensure-tools.sh wrk:wrk h2load:nghttp2-client >/dev/null
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" PROMTOOL="$$(scripts/ensure-tools.sh promtool:prometheus)" \
+		ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$(CURDIR)/$(NATIVE_DIR)" \
 		cargo test -p mesh-integration --tests -- --test-threads 4
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo test -p mesh-filters-cli --tests
-	# The native module's ABI bindings against the real binary (builds the proof .so itself).
+	# libmesh_filters.so in the real Envoy (the tests build it, and a test-panic variant).
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo test -p mesh-native
 
 bench: build envoy

@@ -177,9 +177,9 @@ pub unsafe fn http_filter_new(
 /// # Safety
 /// `ptr` was returned by `http_filter_new` and `http_filter_destroy` has not run for it.
 unsafe fn filter<'a>(ptr: HttpFilterModulePtr) -> Option<&'a Filter> {
-    // SAFETY: the caller's guarantee. Shared references only: Envoy may run a hook of the
-    // stream inside another (a local reply's response hooks), and `Filter` guards its state
-    // with a `RefCell`.
+    // SAFETY: the caller's guarantee. Shared references only: should Envoy ever run a hook of
+    // the stream inside another (a callback that calls back), two `&mut` would alias; `Filter`
+    // guards its state with a `RefCell` instead.
     unsafe { ffi::module_ref::<Filter>(ptr) }
 }
 

@@ -88,8 +88,9 @@ pub struct StreamHost {
     started: SystemTime,
     shared: Arc<Shared>,
     handles: Rc<RefCell<ThreadHandles>>,
-    /// A local reply a stage asked for, sent once the suite has returned (Envoy runs the
-    /// response hooks of a local reply inside the call that sends it).
+    /// A local reply a stage asked for, sent once the suite has returned, so that nothing Envoy
+    /// runs inside `send_response` meets a request still borrowed by the suite (as the wasm
+    /// host defers `send_local_response`).
     reply: RefCell<Option<Rendered>>,
 }
 

@@ -249,9 +249,10 @@ pub struct Filter {
     shared: Arc<Shared>,
     host: Rc<StreamHost>,
     /// The request the stages run on; `None` when they could not start, or panicked on this
-    /// stream (later hooks then do nothing). Borrowed by one hook at a time: a hook Envoy runs
-    /// inside another (the response hooks of a local reply run within `send_response`) finds
-    /// it borrowed and does nothing, which the deferred reply avoids for the suite's replies.
+    /// stream (later hooks then do nothing). Borrowed by one hook at a time: a hook Envoy would
+    /// run inside another finds it borrowed and does nothing. (Envoy does not run this filter's
+    /// response hooks for its own local reply, ABI.md §4; the reply is sent after the suite
+    /// has returned anyway.)
     state: RefCell<Option<Request>>,
 }
 
