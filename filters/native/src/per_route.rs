@@ -82,34 +82,8 @@ fn sections(stages: &[Entry], bytes: &[u8]) -> Result<Map<String, Value>, Config
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_kit::config::Validate;
-    use mesh_kit::host::Host;
-    use mesh_kit::stage::{Cx, Flow, Stage};
 
-    mesh_kit::stats! {
-        enum Stat {
-            ConfigError = counter("config_error"),
-        }
-    }
-
-    struct Probe;
-    #[derive(serde::Deserialize)]
-    struct Config {}
-    impl Validate for Config {}
-    impl Stage for Probe {
-        const NAME: &'static str = "mesh.probe";
-        type Stat = Stat;
-        type Config = Config;
-        type Request = ();
-        fn new(_: &Config, _: &dyn Host) -> Self {
-            Probe
-        }
-        fn on_request_headers(&self, _: &mut Cx<'_, Self>) -> Flow {
-            Flow::Continue
-        }
-    }
-
-    const STAGES: [Entry; 1] = [mesh_kit::registry::entry::<Probe>()];
+    const STAGES: [Entry; 1] = [mesh_deadline::STAGE];
 
     fn parse(json: &str) -> Result<PerRoute, String> {
         PerRoute::parse("mesh", &STAGES, "r", json.as_bytes())
@@ -117,25 +91,25 @@ mod tests {
 
     #[test]
     fn sections_are_keyed_by_stage_name() {
-        let p = parse(r#"{"mesh.probe": {"disabled": true}}"#).unwrap();
-        assert_eq!(p.section("mesh.probe").unwrap()["disabled"], true);
+        let p = parse(r#"{"mesh.deadline": {"disabled": true}}"#).unwrap();
+        assert_eq!(p.section("mesh.deadline").unwrap()["disabled"], true);
         assert!(p.section("mesh.other").is_none());
-        assert!(parse("{}").unwrap().section("mesh.probe").is_none());
+        assert!(parse("{}").unwrap().section("mesh.deadline").is_none());
     }
 
     #[test]
     fn anything_else_is_refused_with_one_line_naming_the_key() {
-        let e = parse(r#"{"mesh.prob": {}}"#).unwrap_err();
+        let e = parse(r#"{"mesh.deadlin": {}}"#).unwrap_err();
         assert!(
-            e.starts_with("mesh: invalid per-route configuration \"r\": field `mesh.prob`"),
+            e.starts_with("mesh: invalid per-route configuration \"r\": field `mesh.deadlin`"),
             "{e}"
         );
         assert!(
-            e.contains("unknown stage; the stages are mesh.probe"),
+            e.contains("unknown stage; the stages are mesh.deadline"),
             "{e}"
         );
-        let e = parse(r#"{"mesh.probe": true}"#).unwrap_err();
-        assert!(e.contains("`mesh.probe`, value true"), "{e}");
+        let e = parse(r#"{"mesh.deadline": true}"#).unwrap_err();
+        assert!(e.contains("`mesh.deadline`, value true"), "{e}");
         assert!(parse("[1]").unwrap_err().contains("JSON object"));
         assert!(parse("{").is_err());
         assert!(!parse("{\"a\n\": 1}").unwrap_err().contains('\n'));
