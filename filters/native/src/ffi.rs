@@ -11,7 +11,8 @@
 use crate::abi::*;
 use crate::per_route::PerRoute;
 use core::ffi::c_void;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::collections::HashSet;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 // ---------------------------------------------------------------- logging
@@ -93,6 +94,43 @@ pub unsafe fn take_module<T>(ptr: *const c_void) -> Option<Box<T>> {
     // SAFETY: the caller's guarantee: `ptr` came from `Box::into_raw` of a `Box<T>`.
     Some(unsafe { Box::from_raw(ptr.cast::<T>().cast_mut()) })
 }
+
+/// The per-route configs this module made and has not destroyed, by address. Envoy hands a
+/// filter whatever per-route config the route carries under the filter's name, made by
+/// whichever module the route's `DynamicModuleFilterPerRoute` names: only one of these may be
+/// read as a [`PerRoute`].
+fn live_per_route() -> MutexGuard<'static, HashSet<usize>> {
+    static LIVE: OnceLock<Mutex<HashSet<usize>>> = OnceLock::new();
+    // The set is valid whatever a panicking holder was doing (one insert or remove).
+    LIVE.get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A per-route config handed to Envoy (`on_http_filter_per_route_config_new`).
+pub fn per_route_into_ptr(config: Box<PerRoute>) -> *const c_void {
+    let ptr = into_module_ptr(config);
+    live_per_route().insert(ptr as usize);
+    ptr
+}
+
+/// Takes back a per-route config (`on_http_filter_per_route_config_destroy`); `None` for a
+/// pointer this module did not make.
+///
+/// # Safety
+/// Called once per pointer, when Envoy destroys it, with no reference from
+/// [`Stream::with_route_config`] still in use.
+pub unsafe fn per_route_take(ptr: *const c_void) -> Option<Box<PerRoute>> {
+    if !live_per_route().remove(&(ptr as usize)) {
+        return None;
+    }
+    // SAFETY: a pointer made by `per_route_into_ptr`, destroyed once (the caller's guarantee).
+    unsafe { take_module::<PerRoute>(ptr) }
+}
+
+/// A route's per-route config under this filter's name was made by another module.
+#[derive(Debug)]
+pub struct ForeignPerRoute;
 
 /// The bytes of a buffer Envoy passed to a hook, copied.
 ///
@@ -265,15 +303,24 @@ impl Stream {
         found.then_some(out)
     }
 
-    /// Reads the route's per-route configuration (the most specific one for this filter), if
-    /// the route has one.
-    pub fn with_route_config<R>(self, read: impl FnOnce(&PerRoute) -> R) -> Option<R> {
-        // SAFETY: a live filter pointer. The result is null or a pointer this module returned
-        // from `on_http_filter_per_route_config_new` (a `Box<PerRoute>`, see `hooks.rs`), which
-        // Envoy destroys only after every route using it is gone; this stream holds its route.
+    /// Reads the route's per-route configuration (the most specific one for this filter):
+    /// `Ok(None)` when the route has none, an error when another module made it.
+    pub fn with_route_config<R>(
+        self,
+        read: impl FnOnce(&PerRoute) -> R,
+    ) -> Result<Option<R>, ForeignPerRoute> {
+        // SAFETY: a live filter pointer.
         let ptr = unsafe { envoy_dynamic_module_callback_get_most_specific_route_config(self.0) };
-        // SAFETY: as above; the reference does not leave this call.
-        unsafe { module_ref::<PerRoute>(ptr) }.map(read)
+        if ptr.is_null() {
+            return Ok(None);
+        }
+        if !live_per_route().contains(&(ptr as usize)) {
+            return Err(ForeignPerRoute);
+        }
+        // SAFETY: a `Box<PerRoute>` this module made (it is in the live set), which Envoy
+        // destroys only after every route using it is gone; this stream holds its route. The
+        // reference does not leave this call.
+        Ok(unsafe { module_ref::<PerRoute>(ptr) }.map(read))
     }
 
     /// A metric update from a stream hook, with one label value or none.

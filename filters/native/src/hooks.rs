@@ -12,7 +12,6 @@
 use crate::abi::*;
 use crate::ffi::{self, ConfigPtr, Stream};
 use crate::module::{self, Config, Filter, Module};
-use crate::per_route::PerRoute;
 use core::ffi::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -134,7 +133,7 @@ pub unsafe fn http_filter_per_route_config_new(
             // SAFETY: the hook's arguments, copied during the hook.
             let (name, bytes) = unsafe { (ffi::copy_buffer(name), ffi::copy_buffer(config)) };
             match module::per_route(module, &name, &bytes) {
-                Ok(per_route) => ffi::into_module_ptr(Box::new(per_route)),
+                Ok(per_route) => ffi::per_route_into_ptr(Box::new(per_route)),
                 Err(line) => {
                     log::error!("{line}");
                     core::ptr::null()
@@ -148,8 +147,8 @@ pub unsafe fn http_filter_per_route_config_new(
 /// Called only as `envoy_dynamic_module_on_http_filter_per_route_config_destroy`.
 pub unsafe fn http_filter_per_route_config_destroy(ptr: HttpFilterPerRouteConfigModulePtr) {
     guard("http_filter_per_route_config_destroy", (), || {
-        // SAFETY: the `Box<PerRoute>` made in per_route_config_new, destroyed once.
-        drop(unsafe { ffi::take_module::<PerRoute>(ptr) });
+        // SAFETY: Envoy destroys each per-route config once, after the routes using it.
+        drop(unsafe { ffi::per_route_take(ptr) });
     });
 }
 

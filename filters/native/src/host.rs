@@ -212,10 +212,12 @@ impl Host for StreamHost {
 
     /// The stage's section of the route's `DynamicModuleFilterPerRoute` ([`crate::per_route`]).
     fn route_config(&self, key: &str) -> Result<Option<Value>, String> {
-        Ok(self
-            .stream
-            .with_route_config(|p| p.section(key).cloned())
-            .flatten())
+        match self.stream.with_route_config(|p| p.section(key).cloned()) {
+            Ok(section) => Ok(section.flatten()),
+            Err(_) => Err(
+                "the route's per-route config under this filter's name was made by another dynamic module".into(),
+            ),
+        }
     }
 
     fn request_headers(&self) -> Vec<(String, String)> {

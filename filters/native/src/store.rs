@@ -49,7 +49,16 @@ pub fn set(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasError> {
         n => n,
     };
     let token = s.last;
-    s.values.insert(key.to_string(), (value.to_vec(), token));
+    match s.values.get_mut(key) {
+        Some(entry) => {
+            entry.0.clear();
+            entry.0.extend_from_slice(value);
+            entry.1 = token;
+        }
+        None => {
+            s.values.insert(key.to_string(), (value.to_vec(), token));
+        }
+    }
     Ok(())
 }
 
