@@ -1,5 +1,6 @@
 # mesh-filters: the README's commands.
-#   make run    build the filters and start the local demo (Envoy + demo services, no Docker)
+#   make run    build the filters and start the local demo (Envoy + demo services, no Docker);
+#               make run NATIVE=1: the same demo on the native module libmesh_filters.so
 #   make test   every test: native unit/property, wasm32 (Node), end to end against a real Envoy
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -9,6 +10,10 @@ SHELL := /bin/bash
 # leaks into a standalone module (cargo unifies features within one invocation).
 FILTERS := mesh-deadline mesh-circuit-breaker mesh-retry-budget mesh-spiffe-identity mesh-trace-propagation mesh-rate-limit mesh-suite
 WASM_DIR := target/wasm32-wasip1/release
+# The suite as a native Envoy dynamic module (filters/native): libmesh_filters.so, built where
+# its ABI bindings hold (x86_64 Linux, Envoy 1.40).
+NATIVE_DIR := target/native
+NATIVE_BUILD := $(if $(filter Linux x86_64,$(shell uname -s) $(shell uname -m)),yes,)
 
 # `docker compose` (plugin) where present, else Debian's `docker-compose`.
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
@@ -21,12 +26,16 @@ toolchain:
 build: toolchain
 	@for f in $(FILTERS); do cargo build --release --target wasm32-wasip1 -p $$f; done
 	@ls -l $(WASM_DIR)/*.wasm | awk '{print "built " $$NF " (" $$5 " bytes)"}'
+ifeq ($(NATIVE_BUILD),yes)
+	@cargo build --profile native -p mesh-suite --features native
+	@ls -l $(NATIVE_DIR)/libmesh_filters.so | awk '{print "built " $$NF " (" $$5 " bytes)"}'
+endif
 
 envoy:
 	@scripts/ensure-envoy.sh >/dev/null
 
 run: build
-	@ENVOY_BIN="$$(scripts/ensure-envoy.sh)" scripts/demo.sh
+	@ENVOY_BIN="$$(scripts/ensure-envoy.sh)" NATIVE="$(NATIVE)" scripts/demo.sh
 
 test: build envoy test-unit test-wasm test-integration
 
@@ -41,12 +50,15 @@ test-unit:
 test-wasm: toolchain
 	scripts/wasm-test.sh
 
+# ENVOY_DYNAMIC_MODULES_SEARCH_PATH: where Envoy finds libmesh_filters.so (the shipped
+# envoy/demo-native.yaml names it).
 test-integration: build envoy
 	scripts/ensure-tools.sh wrk:wrk h2load:nghttp2-client >/dev/null
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" PROMTOOL="$$(scripts/ensure-tools.sh promtool:prometheus)" \
+		ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$(CURDIR)/$(NATIVE_DIR)" \
 		cargo test -p mesh-integration --tests -- --test-threads 4
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo test -p mesh-filters-cli --tests
-	# The native module's ABI bindings against the real binary (builds the proof .so itself).
+	# libmesh_filters.so in the real Envoy (the tests build it, and a test-panic variant).
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo test -p mesh-native
 
 bench: build envoy

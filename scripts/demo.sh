@@ -1,12 +1,30 @@
 #!/usr/bin/env bash
 # `make run`: the demo services and Envoy with the mesh filters, in the foreground, no Docker.
 # Expects the filters built (`make build`) and Envoy at $ENVOY_BIN (scripts/ensure-envoy.sh).
+# NATIVE=1 (`make run NATIVE=1`) runs the same demo on the native dynamic module
+# (target/native/libmesh_filters.so, envoy/demo-native.yaml) instead of mesh_filters.wasm.
 # Ctrl-C stops exactly the processes this script started.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 envoy_bin="${ENVOY_BIN:-$(scripts/ensure-envoy.sh)}"
-config="${DEMO_CONFIG:-envoy/demo.yaml}"
+native="${NATIVE:-}"
+[ "$native" = 0 ] && native=""
+if [ -n "$native" ]; then
+  config="${DEMO_CONFIG:-envoy/demo-native.yaml}"
+  # Envoy loads lib<name>.so of `dynamic_module_config.name` from this directory.
+  export ENVOY_DYNAMIC_MODULES_SEARCH_PATH="${CARGO_TARGET_DIR:-$root/target}/native"
+  if [ ! -f "$ENVOY_DYNAMIC_MODULES_SEARCH_PATH/libmesh_filters.so" ]; then
+    echo "demo: $ENVOY_DYNAMIC_MODULES_SEARCH_PATH/libmesh_filters.so is missing; run make build" >&2
+    exit 1
+  fi
+  runtime="the native module libmesh_filters.so"
+  metric_prefix="envoy_mesh_"
+else
+  config="${DEMO_CONFIG:-envoy/demo.yaml}"
+  runtime="mesh_filters.wasm"
+  metric_prefix="mesh_"
+fi
 run_dir="$root/.run"
 mkdir -p "$run_dir"
 
@@ -55,7 +73,8 @@ fi
 
 cat <<TXT
 
-  mesh-filters demo is up ($("$envoy_bin" --version 2>/dev/null | grep -o '1\.40\.[0-9]*' | head -n1) with the circuit-breaker, deadline and retry-budget filters)
+  mesh-filters demo is up ($("$envoy_bin" --version 2>/dev/null | grep -o '1\.40\.[0-9]*' | head -n1) with the circuit-breaker, deadline and retry-budget filters,
+  as $runtime, config $config)
 
   listener  http://127.0.0.1:10000   (HTTP/1.1 and h2c; gRPC on the same port)
   mTLS      https://127.0.0.1:10443  (SPIFFE identities; certificates in .run/certs)
@@ -81,7 +100,7 @@ cat <<TXT
                                                                          # learner may call auth: the verified ID is forwarded
     curl -s \$tls --cert \$c/admin.crt --key \$c/admin.key https://envoy.mesh.local:10443/auth/x
                                                                          # 403 permission_denied: admin is not allowed on auth
-    curl -s localhost:9901/stats/prometheus | grep '^mesh_'
+    curl -s localhost:9901/stats/prometheus | grep '^${metric_prefix}'
 
   Services obey ?sleep_ms=N, ?status=N, ?fail_attempts=N (or x-demo-* headers). Ctrl-C stops everything.
 

@@ -37,6 +37,7 @@
 )]
 
 pub mod count;
+#[cfg(target_arch = "wasm32")]
 pub mod filter;
 pub mod plan;
 pub mod replay;

@@ -15,10 +15,10 @@
 //!   list of stages; each filter crate supplies one stage, and [`registry`] is how everything
 //!   else (the suite, the checker, the schema) knows the stages.
 //!
-//! - [`wasm`]: the proxy-wasm runtime (the `Host` over proxy-wasm host calls, the context glue,
-//!   the module entry points); the native runtime is the `mesh-native` crate.
+//! - `wasm` (wasm32 only): the proxy-wasm runtime (the `Host` over proxy-wasm host calls, the
+//!   context glue, the module entry points); the native runtime is the `mesh-native` crate.
 //!
-//! Everything except [`wasm`] is runtime-neutral and tested natively.
+//! Everything except `wasm` is runtime-neutral and tested natively.
 
 #![cfg_attr(
     test,
@@ -42,7 +42,9 @@ pub mod shared;
 pub mod stage;
 pub mod testing;
 pub mod values;
+#[cfg(target_arch = "wasm32")]
 pub mod wasm;
 pub mod window;
 
+#[cfg(target_arch = "wasm32")]
 pub use proxy_wasm;

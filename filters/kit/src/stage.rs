@@ -336,6 +336,9 @@ pub trait AnyStage: Send + Sync {
     fn tick_period(&self) -> Option<Duration>;
     fn on_tick(&self, host: &dyn Host);
     fn on_http_call_response(&self, host: &dyn Host, token: u32) -> bool;
+    /// The stage's failure policy ([`Stage::on_invalid_route_config`]), which the native module
+    /// also applies to a request on which the suite panicked.
+    fn on_invalid_route_config(&self) -> OnInvalid;
     /// This stage's per-thread slot (route-configuration and metric caches), for the plugin
     /// configuration `json` it was built from.
     fn slot(self: Arc<Self>, json: &Value) -> Result<Rc<dyn AnySlot>, ConfigError>;
@@ -369,6 +372,9 @@ impl<S: Stage> AnyStage for S {
     }
     fn on_http_call_response(&self, host: &dyn Host, token: u32) -> bool {
         Stage::on_http_call_response(self, host, token)
+    }
+    fn on_invalid_route_config(&self) -> OnInvalid {
+        Stage::on_invalid_route_config(self)
     }
     fn slot(self: Arc<Self>, json: &Value) -> Result<Rc<dyn AnySlot>, ConfigError> {
         let config: S::Config = from_value(json)?;

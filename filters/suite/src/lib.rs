@@ -1,4 +1,6 @@
-//! `mesh_filters.wasm`: the six mesh filters as one Envoy HTTP filter, root_id `mesh`.
+//! `mesh_filters.wasm`: the six mesh filters as one Envoy HTTP filter, root_id `mesh`; with
+//! feature `native`, the same filter as the Envoy dynamic module `libmesh_filters.so`
+//! (`filters/native`).
 //!
 //! One HttpContext runs the stages in the order spiffe-identity → rate-limit → circuit-breaker →
 //! deadline → retry-budget → trace-propagation over one [`mesh_kit::stage::Exchange`]: the
@@ -58,6 +60,12 @@ pub fn factory(json: &Value, host: &dyn Host) -> Result<Vec<Built>, ConfigError>
 #[allow(unsafe_code)]
 mod entry {
     mesh_kit::export_filter!(crate::NAME, crate::factory);
+}
+
+/// The native dynamic module (`libmesh_filters.so`): the same name, factory and stages.
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+mod native_entry {
+    mesh_native::export!(crate::NAME, crate::factory, &crate::STAGES);
 }
 
 #[cfg(test)]

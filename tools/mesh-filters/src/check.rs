@@ -6,6 +6,11 @@
 //! Routes are matched to the filters of the HTTP connection manager that holds them (inline
 //! `route_config`); routes that arrive another way (RDS in a `config_dump`) are checked against
 //! every mesh filter of the file.
+//!
+//! The suite as the native dynamic module (`libmesh_filters.so`, `DynamicModuleFilter`) is
+//! found too: its plugin configuration is the same JSON, and a route's settings are the JSON of
+//! its `typed_per_filter_config.<filter name>` (`DynamicModuleFilterPerRoute`), keyed like route
+//! metadata (`filters/native/README.md`).
 
 use mesh_filters::STAGES;
 use mesh_kit::config::{parse_json, ConfigError};
@@ -16,6 +21,13 @@ use serde_json::Value;
 use std::fmt::Write as _;
 
 const WASM: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+const NATIVE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter";
+const NATIVE_PER_ROUTE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilterPerRoute";
+const FILTER_CONFIG: &str = "type.googleapis.com/envoy.config.route.v3.FilterConfig";
+/// `dynamic_module_config.name` of the native suite (`libmesh_filters.so`).
+const NATIVE_MODULE: &str = "mesh_filters";
 const HCM: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
@@ -24,6 +36,8 @@ const HCM: &str =
 pub struct Filter {
     pub name: String,
     pub root_id: String,
+    /// The native module: its routes' settings are in `typed_per_filter_config.<name>`.
+    pub native: bool,
     /// (metadata key, plugin configuration of that stage)
     pub stages: Vec<(&'static str, Value)>,
 }
@@ -148,11 +162,25 @@ fn mesh_filters(list: Option<&Value>, report: &mut Report) -> Vec<Filter> {
     let mut found = Vec::new();
     for f in list.and_then(Value::as_array).into_iter().flatten() {
         let tc = &f["typed_config"];
-        if tc.get("@type").and_then(Value::as_str) != Some(WASM) {
-            continue;
-        }
-        let config = &tc["config"];
-        let root_id = config.get("root_id").and_then(Value::as_str).unwrap_or("");
+        let (root_id, value, native) = match tc.get("@type").and_then(Value::as_str) {
+            Some(WASM) => {
+                let config = &tc["config"];
+                (
+                    config.get("root_id").and_then(Value::as_str).unwrap_or(""),
+                    config["configuration"].get("value"),
+                    false,
+                )
+            }
+            Some(NATIVE)
+                if tc
+                    .pointer("/dynamic_module_config/name")
+                    .and_then(Value::as_str)
+                    == Some(NATIVE_MODULE) =>
+            {
+                ("mesh", tc["filter_config"].get("value"), true)
+            }
+            _ => continue,
+        };
         let name = f
             .get("name")
             .and_then(Value::as_str)
@@ -162,10 +190,7 @@ fn mesh_filters(list: Option<&Value>, report: &mut Report) -> Vec<Filter> {
         if root_id != "mesh" && single.is_none() {
             continue;
         }
-        let value = config["configuration"]
-            .get("value")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let value = value.and_then(Value::as_str).unwrap_or("");
         let json = match parse_json(value.as_bytes()) {
             Ok(j) => j,
             Err(e) => {
@@ -201,6 +226,7 @@ fn mesh_filters(list: Option<&Value>, report: &mut Report) -> Vec<Filter> {
         found.push(Filter {
             name,
             root_id: root_id.to_string(),
+            native,
             stages,
         });
     }
@@ -244,15 +270,28 @@ fn check_route(listener: &str, route: &Value, filters: &[Filter], report: &mut R
             }
         }
     }
+    let native: Vec<Option<NativeRoute>> = filters
+        .iter()
+        .map(|f| {
+            f.native
+                .then(|| native_route(&name, route, &f.name, report))
+                .flatten()
+        })
+        .collect();
     for (i, stage) in STAGES.iter().enumerate() {
         let key = stage.name;
         let mut cell = "-".to_string();
-        for f in filters {
+        for (f, per_route) in filters.iter().zip(&native) {
             let Some((_, base)) = f.stages.iter().find(|(k, _)| *k == key) else {
                 continue;
             };
-            let section = metadata.and_then(|m| m.get(key));
-            let effective = match section {
+            let section = match (f.native, per_route) {
+                (false, _) => metadata.and_then(|m| m.get(key)).cloned(),
+                (true, Some(NativeRoute::Disabled)) => Some(serde_json::json!({"disabled": true})),
+                (true, Some(NativeRoute::Sections(s))) => s.get(key).cloned(),
+                (true, None) => None,
+            };
+            let effective = match section.as_ref() {
                 None => Some(base.clone()),
                 Some(s) => match merge(base, s).and_then(|m| match m {
                     Some(m) => validate(key, &m).map(|()| Some(m)),
@@ -286,18 +325,81 @@ fn check_route(listener: &str, route: &Value, filters: &[Filter], report: &mut R
     }
 }
 
+/// A route's settings for a native filter.
+enum NativeRoute {
+    /// `FilterConfig{disabled: true}`: the whole filter off.
+    Disabled,
+    Sections(serde_json::Map<String, Value>),
+}
+
+/// The route's `typed_per_filter_config.<filter>` for the native suite: `None` when it has none
+/// (or it is invalid, which is reported as the module would refuse it).
+fn native_route(
+    name: &str,
+    route: &Value,
+    filter: &str,
+    report: &mut Report,
+) -> Option<NativeRoute> {
+    let per_route = route.get("typed_per_filter_config")?.get(filter)?;
+    match per_route.get("@type").and_then(Value::as_str) {
+        Some(FILTER_CONFIG) => per_route
+            .get("disabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+            .then_some(NativeRoute::Disabled),
+        Some(NATIVE_PER_ROUTE) => {
+            let text = per_route
+                .pointer("/filter_config/value")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let sections = match parse_json(text.as_bytes()) {
+                Ok(Value::Object(map)) => map,
+                Ok(_) => {
+                    report.errors.push(format!(
+                        "route {name:?}: typed_per_filter_config {filter}: must be a JSON object with one section per stage"
+                    ));
+                    return None;
+                }
+                Err(e) => {
+                    report.errors.push(format!(
+                        "route {name:?}: typed_per_filter_config {filter}: {e}"
+                    ));
+                    return None;
+                }
+            };
+            for (key, value) in &sections {
+                if find(&STAGES, key).is_none() {
+                    let known: Vec<&str> = STAGES.iter().map(|e| e.name).collect();
+                    report.errors.push(format!(
+                        "route {name:?}: typed_per_filter_config {filter}: key `{key}` is not a mesh filter; use one of {}",
+                        known.join(", ")
+                    ));
+                    return None;
+                }
+                if !value.is_object() {
+                    report.errors.push(format!(
+                        "route {name:?}: typed_per_filter_config {filter}: `{key}` must be an object"
+                    ));
+                    return None;
+                }
+            }
+            Some(NativeRoute::Sections(sections))
+        }
+        _ => None,
+    }
+}
+
 /// The report as the CLI prints it: the filters found, a table of routes, warnings, errors.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
     for f in &report.filters {
         let stages: Vec<&str> = f.stages.iter().map(|(k, _)| *k).collect();
-        let _ = writeln!(
-            out,
-            "filter {:?} (root_id {}): {}",
-            f.name,
-            f.root_id,
-            stages.join(", ")
-        );
+        let kind = if f.native {
+            format!("native {NATIVE_MODULE}")
+        } else {
+            format!("root_id {}", f.root_id)
+        };
+        let _ = writeln!(out, "filter {:?} ({kind}): {}", f.name, stages.join(", "));
     }
     if !report.routes.is_empty() {
         // Stage cells (STAGES order: identity, rate limit, breaker, deadline, retries,

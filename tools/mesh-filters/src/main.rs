@@ -9,9 +9,10 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: mesh-filters check <envoy.yaml | config_dump.json | ->...
 
-Finds the mesh filters (single filters, root_id mesh.<filter>, and the suite, root_id mesh) in an
-Envoy bootstrap or an admin /config_dump, validates every plugin configuration and every route's
-mesh.* metadata with the filters' own code, and prints the effective settings per route.
+Finds the mesh filters (single filters, root_id mesh.<filter>, the suite, root_id mesh, and the
+suite as the native module mesh_filters) in an Envoy bootstrap or an admin /config_dump,
+validates every plugin configuration and every route's mesh.* metadata (the native module's
+typed_per_filter_config) with the filters' own code, and prints the effective settings per route.
 Exit status: 0 all good, 1 errors found, 2 bad usage or unreadable file.
 
 usage: mesh-filters schema [DIR]

@@ -83,6 +83,39 @@ fn the_demo_table_shows_each_routes_effective_settings() {
     assert!(row("mesh", "auth").contains("5 fails, open 60s"));
 }
 
+/// The native module's demo (route settings in `typed_per_filter_config`) has the wasm demo's
+/// effective settings, route by route; a per-route key that is no stage is an error.
+#[test]
+fn the_native_demo_has_the_wasm_demos_table() {
+    let table = |file: &str| {
+        let (code, out) = check(&workspace_root().join(file));
+        assert_eq!(code, 0, "{out}");
+        out.lines()
+            .filter(|l| l.starts_with("mesh ") || l.starts_with("mesh_mtls "))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let wasm = table("envoy/demo.yaml");
+    assert_eq!(wasm.len(), 13);
+    assert_eq!(table("envoy/demo-native.yaml"), wasm);
+
+    let text = std::fs::read_to_string(workspace_root().join("envoy/demo-native.yaml"))
+        .unwrap()
+        .replacen(
+            r#"'{"mesh.deadline": {"timeout": "5s"}}'"#,
+            r#"'{"mesh.deadlin": {}}'"#,
+            1,
+        );
+    let report = mesh_filters_cli::check::check_text(&text);
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(
+        report.errors[0]
+            .contains("route \"auth\": typed_per_filter_config mesh: key `mesh.deadlin`"),
+        "{:?}",
+        report.errors
+    );
+}
+
 #[test]
 fn every_broken_config_is_an_error_that_names_the_field() {
     let cases = broken::corpus().unwrap();
