@@ -139,6 +139,40 @@ pub fn wasm_filter(filter: &str, wasm: &Path, plugin: impl Into<Plugin>) -> Valu
     })
 }
 
+/// The suite as the native dynamic module (`libmesh_filters.so`, found through
+/// `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`): the same plugin configuration JSON as the wasm suite's.
+/// `name` is the filter's name in `http_filters`, the key of its per-route configuration.
+/// Metrics appear as `envoy_mesh_<stage>_<stat>` (the `mesh` metrics namespace).
+pub fn native_filter(name: &str, configuration: &str) -> Value {
+    json!({
+        "name": name,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": "mesh_filters", "metrics_namespace": "mesh"},
+            "filter_name": "suite",
+            "filter_config": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": configuration
+            }
+        }
+    })
+}
+
+/// A route's per-route configuration for the native module under the filter named `filter`:
+/// `sections` is what route metadata would carry, keyed by stage (`{"mesh.deadline": {...}}`).
+pub fn with_native_route_config(mut route: Value, filter: &str, sections: &Value) -> Value {
+    route["typed_per_filter_config"][filter] = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilterPerRoute",
+        "dynamic_module_config": {"name": "mesh_filters"},
+        "filter_name": route["name"].as_str().unwrap_or("route"),
+        "filter_config": {
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": sections.to_string()
+        }
+    });
+    route
+}
+
 /// The module of a root_id: `mesh` is the suite (`mesh_filters`), `mesh.deadline` is
 /// `mesh_deadline`.
 pub fn module(root_id: &str) -> String {
