@@ -81,7 +81,7 @@ fn a_per_route_configuration_that_is_not_sections_of_known_stages_is_refused_at_
     for (config, expect) in [
         (
             r#"{"mesh.deadlin": {"timeout": "2s"}}"#,
-            "mesh: invalid per-route configuration \"route\": field `mesh.deadlin`: unknown stage; the stages are mesh.spiffe_identity, mesh.circuit_breaker, mesh.deadline, mesh.retry_budget, mesh.trace_propagation",
+            "mesh: invalid per-route configuration \"route\": field `mesh.deadlin`: unknown stage; the stages are mesh.spiffe_identity, mesh.rate_limit, mesh.circuit_breaker, mesh.deadline, mesh.retry_budget, mesh.trace_propagation",
         ),
         (
             r#"{"mesh.deadline": "2s"}"#,
