@@ -64,7 +64,7 @@ fn missing_module(path: &Path) -> Error {
 
 /// Every wasm module a bootstrap (YAML or JSON text) loads from a local file must be there:
 /// an Envoy that cannot read one would fail, or refuse, for a reason no test is about.
-fn check_modules(bootstrap: &str) -> Result<(), Error> {
+pub(crate) fn check_modules(bootstrap: &str) -> Result<(), Error> {
     fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
         match v {
             serde_json::Value::Object(map) => {
@@ -113,6 +113,24 @@ pub struct Options {
     /// Extra `--component-log-level`, e.g. `wasm:debug`.
     pub component_log_level: Option<String>,
     pub startup_timeout: Duration,
+    /// `--drain-time-s`: how long the connections of a replaced listener or filter chain (and
+    /// those of a hot restart's parent) are given to finish before Envoy closes them; Envoy's
+    /// default is 600 s.
+    pub drain_time_s: Option<u32>,
+    /// `--parent-shutdown-time-s`: when a hot restart's parent exits (Envoy's default 900 s).
+    pub parent_shutdown_time_s: Option<u32>,
+    /// `None`: `--disable-hot-restart`, so parallel tests share nothing. See [`HotRestart`].
+    pub hot_restart: Option<HotRestart>,
+}
+
+/// How a process takes part in Envoy's hot restart (`--restart-epoch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HotRestart {
+    /// Epoch 0 with a base id no other Envoy on the machine uses (`--use-dynamic-base-id`):
+    /// [`Envoy::hot_restart`] starts the next epoch on it.
+    First,
+    /// Epoch `epoch` of the processes sharing `base_id`.
+    Next { base_id: u32, epoch: u32 },
 }
 
 impl Options {
@@ -131,6 +149,9 @@ impl Default for Options {
             concurrency: 1,
             component_log_level: None,
             startup_timeout: Duration::from_secs(30),
+            drain_time_s: None,
+            parent_shutdown_time_s: None,
+            hot_restart: None,
         }
     }
 }
@@ -140,6 +161,11 @@ pub struct Envoy {
     dir: tempdir::Dir,
     pub admin: SocketAddr,
     listeners: Vec<(String, SocketAddr)>,
+    /// The bootstrap text and options it was started with (for [`Envoy::hot_restart`]).
+    bootstrap: String,
+    opts: Options,
+    /// The hot-restart base id, when hot restart is on.
+    base_id: Option<u32>,
 }
 
 /// How a start that was expected to fail went.
@@ -188,11 +214,23 @@ impl Envoy {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
+        let base_id = match opts.hot_restart {
+            None => None,
+            Some(HotRestart::Next { base_id, .. }) => Some(base_id),
+            Some(HotRestart::First) => Some(
+                std::fs::read_to_string(dir.path().join("base-id"))?
+                    .trim()
+                    .parse()?,
+            ),
+        };
         let mut envoy = Envoy {
             child,
             dir,
             admin,
             listeners: Vec::new(),
+            bootstrap: bootstrap.to_owned(),
+            opts: opts.clone(),
+            base_id,
         };
         loop {
             if let Ok((200, body)) = envoy.admin_get("/ready") {
@@ -213,7 +251,7 @@ impl Envoy {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        envoy.listeners = envoy.read_listeners()?;
+        envoy.listeners = envoy.current_listeners()?;
         Ok(envoy)
     }
 
@@ -263,6 +301,59 @@ impl Envoy {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Hot restart: starts the next epoch of this Envoy (same bootstrap, same options, same base
+    /// id), which takes this process's listen sockets over and, once ready, has it drain; this
+    /// process exits by itself after `parent_shutdown_time_s`. Hot restart must be on
+    /// ([`Options::hot_restart`]) and every listener on a fixed port (the new process asks the
+    /// old one for each socket by its address; a port 0 would bind a new one).
+    pub fn hot_restart(&self) -> Result<Envoy, Error> {
+        let (Some(base_id), Some(restart)) = (self.base_id, self.opts.hot_restart) else {
+            return Err("hot restart is off for this Envoy (Options::hot_restart)".into());
+        };
+        let epoch = match restart {
+            HotRestart::First => 1,
+            HotRestart::Next { epoch, .. } => epoch + 1,
+        };
+        let opts = Options {
+            hot_restart: Some(HotRestart::Next { base_id, epoch }),
+            ..self.opts.clone()
+        };
+        Envoy::start_text(&self.bootstrap, &opts)
+    }
+
+    /// The exit status once the process has exited (a hot restart's parent exits by itself).
+    pub fn exited(&mut self) -> Result<Option<ExitStatus>, Error> {
+        Ok(self.child.try_wait()?)
+    }
+
+    /// A stat of the admin `/stats` page (`listener_manager.lds.update_success`): `None` when
+    /// Envoy has no stat of that name.
+    pub fn stat(&self, name: &str) -> Result<Option<u64>, Error> {
+        let filter = crate::client::percent_encode(&format!("^{}$", regex_escape(name)));
+        let (status, text) = self.admin_get(&format!("/stats?filter={filter}"))?;
+        if status != 200 {
+            return Err(format!("/stats on {}: status {status}", self.admin).into());
+        }
+        Ok(stat_value(&text, name))
+    }
+
+    /// Every stat of the admin `/stats` page whose name matches `regex` (Envoy's filter), as
+    /// `(name, value)`; histograms are left out.
+    pub fn stats(&self, regex: &str) -> Result<Vec<(String, u64)>, Error> {
+        let filter = crate::client::percent_encode(regex);
+        let (status, text) = self.admin_get(&format!("/stats?filter={filter}"))?;
+        if status != 200 {
+            return Err(format!("/stats on {}: status {status}", self.admin).into());
+        }
+        Ok(text
+            .lines()
+            .filter_map(|l| {
+                let (n, v) = l.split_once(": ")?;
+                Some((n.trim().to_owned(), v.trim().parse().ok()?))
+            })
+            .collect())
     }
 
     pub fn log(&self) -> String {
@@ -354,7 +445,9 @@ impl Envoy {
             .collect()
     }
 
-    fn read_listeners(&self) -> Result<Vec<(String, SocketAddr)>, Error> {
+    /// The listeners Envoy has now, by name, and their addresses (from the admin
+    /// `/listeners`; [`Envoy::listener`] knows those of the start).
+    pub fn current_listeners(&self) -> Result<Vec<(String, SocketAddr)>, Error> {
         let (_, body) = self.admin_get("/listeners?format=json")?;
         let v: serde_json::Value = serde_json::from_str(&body)?;
         let mut out = Vec::new();
@@ -371,6 +464,26 @@ impl Envoy {
         }
         Ok(out)
     }
+}
+
+/// A stat's value in the admin `/stats` text (`name: value` lines).
+pub fn stat_value(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (n, v) = l.split_once(": ")?;
+        (n.trim() == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// `name` as a regex matching itself (Envoy's `/stats?filter=` is a regex).
+fn regex_escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn panic_free_missing(name: &str, have: &[(String, SocketAddr)]) -> SocketAddr {
@@ -403,9 +516,32 @@ fn spawn(dir: &tempdir::Dir, bootstrap: &str, opts: &Options) -> Result<Child, E
         .arg("--concurrency")
         .arg(opts.concurrency.to_string())
         .arg("--admin-address-path")
-        .arg(dir.path().join("admin.addr"))
-        .arg("--disable-hot-restart")
-        .arg("-l")
+        .arg(dir.path().join("admin.addr"));
+    match opts.hot_restart {
+        None => {
+            cmd.arg("--disable-hot-restart");
+        }
+        Some(HotRestart::First) => {
+            cmd.arg("--use-dynamic-base-id")
+                .arg("--base-id-path")
+                .arg(dir.path().join("base-id"))
+                .arg("--restart-epoch")
+                .arg("0");
+        }
+        Some(HotRestart::Next { base_id, epoch }) => {
+            cmd.arg("--base-id")
+                .arg(base_id.to_string())
+                .arg("--restart-epoch")
+                .arg(epoch.to_string());
+        }
+    }
+    if let Some(s) = opts.drain_time_s {
+        cmd.arg("--drain-time-s").arg(s.to_string());
+    }
+    if let Some(s) = opts.parent_shutdown_time_s {
+        cmd.arg("--parent-shutdown-time-s").arg(s.to_string());
+    }
+    cmd.arg("-l")
         .arg("info")
         .current_dir(workspace_root())
         .stdin(Stdio::null())
