@@ -21,6 +21,8 @@
 //! * [`wait`]: the one poll loop (a condition, a timeout, the last values seen).
 //! * [`bootstrap`]: the bootstrap builder (listeners, routes with metadata, clusters, TLS and
 //!   mTLS, `stats_tags`); our filters enter a bootstrap through [`bootstrap::wasm_filter`] only.
+//! * [`dynamic`]: dynamic resources without a control plane: listeners (LDS) and route tables
+//!   (RDS) read from watched files, rolled while Envoy serves, and Envoy's verdict on each update.
 //! * [`fixture`]: what tests set up again and again: SPIFFE IDs ([`fixture::sa`]), one
 //!   listener before one service, the mTLS [`fixture::Mesh`], the refusal of an invalid
 //!   configuration, the demo configuration on free ports.
@@ -47,6 +49,7 @@ pub mod bootstrap;
 pub mod broken;
 pub mod certs;
 pub mod client;
+pub mod dynamic;
 pub mod envoy;
 pub mod fixture;
 pub mod load;
