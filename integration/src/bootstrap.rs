@@ -80,6 +80,8 @@ pub struct Plugin {
     configuration: String,
     /// The `vm_id`: filters with the same one (and the same module) share a VM per worker.
     vm_id: String,
+    /// Envoy's `failure_policy` (`FAIL_CLOSED`, `FAIL_OPEN`, `FAIL_RELOAD`); unset by default.
+    failure_policy: Option<String>,
 }
 
 /// The `vm_id` of every filter unless a test asks for another.
@@ -96,6 +98,7 @@ impl Plugin {
         Plugin {
             configuration: configuration.to_owned(),
             vm_id: VM_ID.to_owned(),
+            failure_policy: None,
         }
     }
 
@@ -103,6 +106,15 @@ impl Plugin {
     pub fn in_vm(self, vm_id: &str) -> Plugin {
         Plugin {
             vm_id: vm_id.to_owned(),
+            ..self
+        }
+    }
+
+    /// The same with Envoy's `failure_policy` set: what Envoy does with requests once the VM
+    /// has failed (a trap).
+    pub fn failure_policy(self, policy: &str) -> Plugin {
+        Plugin {
+            failure_policy: Some(policy.to_owned()),
             ..self
         }
     }
@@ -118,7 +130,7 @@ impl From<&Value> for Plugin {
 /// `wasm` the module file. The one place a bootstrap gets one of our filters.
 pub fn wasm_filter(filter: &str, wasm: &Path, plugin: impl Into<Plugin>) -> Value {
     let plugin = plugin.into();
-    json!({
+    let mut f = json!({
         "name": filter,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
@@ -136,7 +148,11 @@ pub fn wasm_filter(filter: &str, wasm: &Path, plugin: impl Into<Plugin>) -> Valu
                 }
             }
         }
-    })
+    });
+    if let Some(policy) = plugin.failure_policy {
+        f["typed_config"]["config"]["failure_policy"] = json!(policy);
+    }
+    f
 }
 
 /// The suite as the native dynamic module (`libmesh_filters.so`, found through
