@@ -49,12 +49,25 @@ pub const STAGES: [Entry; 6] = [
 /// Builds the stages that have a section, in [`STAGES`] order; an unknown section or an
 /// invalid one is an error naming `<section>.<field>`.
 pub fn factory(json: &Value, host: &dyn Host) -> Result<Vec<Built>, ConfigError> {
-    let slots = from_sections(&STAGES, json, host)?;
+    #[cfg(feature = "test-abort")]
+    let (json, abort) = test_abort::strip(json, host)?;
+    #[cfg(feature = "test-abort")]
+    let json = &json;
+    #[allow(unused_mut)]
+    let mut slots = from_sections(&STAGES, json, host)?;
+    #[cfg(feature = "test-abort")]
+    if let Some(abort) = abort {
+        slots.insert(0, abort);
+    }
     if slots.is_empty() {
         log::warn!("{NAME}: no stage configured: every request passes untouched");
     }
     Ok(slots)
 }
+
+/// Test builds only: the stage that traps the VM on demand (`test_abort` section).
+#[cfg(feature = "test-abort")]
+pub mod test_abort;
 
 #[cfg(all(feature = "standalone", target_arch = "wasm32"))]
 #[allow(unsafe_code)]
