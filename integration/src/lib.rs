@@ -56,6 +56,7 @@ pub mod load;
 pub mod metrics;
 pub mod otlp_receiver;
 pub mod profile;
+pub mod rollout;
 pub mod server;
 pub mod soak;
 pub mod tempdir;
