@@ -18,7 +18,7 @@ NATIVE_BUILD := $(if $(filter Linux x86_64,$(shell uname -s) $(shell uname -m)),
 # `docker compose` (plugin) where present, else Debian's `docker-compose`.
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
-.PHONY: build toolchain envoy run test test-unit test-wasm test-integration bench profile soak fuzz fuzz-short up down fmt lint clean
+.PHONY: build toolchain envoy run test test-unit test-wasm test-integration test-abort-build bench profile soak rollout fuzz fuzz-short up down fmt lint clean
 
 toolchain:
 	@rustup target add wasm32-wasip1 wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-wasip1 wasm32-unknown-unknown
@@ -50,9 +50,16 @@ test-unit:
 test-wasm: toolchain
 	scripts/wasm-test.sh
 
+# The test variant of the suite (feature test-abort: a `test_abort` section that traps the VM on
+# demand) in a target directory of its own, so it never replaces mesh_filters.wasm; the rollout
+# tests use it (and would build it themselves, inside their time).
+ABORT_TARGET := $(or $(CARGO_TARGET_DIR),target)/test-abort
+test-abort-build: toolchain
+	CARGO_TARGET_DIR="$(ABORT_TARGET)" cargo build --release --target wasm32-wasip1 -p mesh-suite --features test-abort
+
 # ENVOY_DYNAMIC_MODULES_SEARCH_PATH: where Envoy finds libmesh_filters.so (the shipped
 # envoy/demo-native.yaml names it).
-test-integration: build envoy
+test-integration: build envoy test-abort-build
 	scripts/ensure-tools.sh wrk:wrk h2load:nghttp2-client >/dev/null
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" PROMTOOL="$$(scripts/ensure-tools.sh promtool:prometheus)" \
 		ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$(CURDIR)/$(NATIVE_DIR)" \
@@ -84,6 +91,14 @@ profile: build envoy
 # warm-up (SOAK_* variables: `cargo run -p mesh-integration --bin soak -- --help`).
 soak: build envoy
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo run --release -p mesh-integration --bin soak
+
+# Configuration rollouts (route metadata, plugin configuration, module upgrade, a bad configuration,
+# a new listener, a new vm_id), a hot restart, and a trapped VM under each failure_policy, all
+# under a steady load through the suite: prints the tables of HARDENING.md ("Rollouts and
+# restarts"); fails on a loss beyond the documented bounds (ROLLOUT_* variables:
+# `cargo run -p mesh-integration --bin rollout -- --help`). make test runs a short version.
+rollout: build envoy test-abort-build
+	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo run --release -p mesh-integration --bin rollout
 
 # libFuzzer (cargo fuzz) on every parser and configuration loader, FUZZ_RUNS executions each
 # (default 1,000,000); fuzz-short is the CI version.
@@ -119,6 +134,8 @@ lint: toolchain
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target wasm32-wasip1 $(WASM_CRATES) --all-targets -- -D warnings
+	# The test-only variant of the suite, for its real target.
+	cargo clippy --target wasm32-wasip1 -p mesh-suite --features test-abort --all-targets -- -D warnings
 
 clean:
 	cargo clean
