@@ -1691,7 +1691,8 @@ pub async fn failure_policy(module: &Path, policy: Option<&str>) -> Result<Polic
     let mut details: Vec<String> = log
         .lines()
         .filter_map(|l| l.strip_prefix(ACCESS_LOG))
-        .filter(|l| !l.ends_with("via_upstream"))
+        // Envoy's own answers: not the upstream's, not our filters' (no details).
+        .filter(|l| !l.ends_with("via_upstream") && !l.trim_end().ends_with(char::is_numeric))
         .map(str::to_owned)
         .collect();
     details.sort();
@@ -2024,18 +2025,30 @@ impl Report {
         out.push('\n');
         for s in &self.steps {
             if s.kind == Kind::RouteMetadata {
-                out.push_str(&format!(
-                    "- Route metadata: the new deadline was in force on every probe {} after \
-                     Envoy took the table (bound {} s); the breaker probe route opened after {} \
-                     failures (new threshold 3, old 20).\n",
-                    s.took_effect
-                        .map(|d| format!("{} ms", ms(d)))
-                        .unwrap_or_else(|| "never".to_owned()),
-                    TAKE_EFFECT_BOUND.as_secs(),
-                    s.breaker_opened_after
-                        .map(|n| n.to_string())
-                        .unwrap_or_else(|| "more than 25".to_owned()),
-                ));
+                let effect = s
+                    .took_effect
+                    .map(|d| format!("{} ms after Envoy took the table", ms(d)))
+                    .unwrap_or_else(|| {
+                        format!(
+                            "not within {} s of Envoy taking the table",
+                            TAKE_EFFECT_BOUND.as_secs()
+                        )
+                    });
+                if s.tightened {
+                    out.push_str(&format!(
+                        "- Route metadata, tightened (deadline 2 s → 250 ms, breaker 20 → 3 \
+                         failures): the new deadline was in force on every probe {effect}; the \
+                         breaker probe route opened after {} failures.\n",
+                        s.breaker_opened_after
+                            .map(|n| n.to_string())
+                            .unwrap_or_else(|| "more than 25".to_owned()),
+                    ));
+                } else {
+                    out.push_str(&format!(
+                        "- Route metadata, relaxed (deadline 250 ms → 2 s): the new deadline was \
+                         in force on every probe {effect}.\n"
+                    ));
+                }
             }
             if !s.lost.is_empty() {
                 out.push_str(&format!(
@@ -2186,8 +2199,13 @@ impl PolicyReport {
             .filter(|(n, _)| n.contains("reload"))
             .map(|(n, v)| format!("`{n}` {v}"))
             .collect();
+        let details = if self.local_details.is_empty() {
+            String::new()
+        } else {
+            format!(" (`{}`)", self.local_details.join("`, `"))
+        };
         format!(
-            "| `{policy}` | {} | {} | {} | {survived} | {} |\n",
+            "| `{policy}` | {}{details} | {} | {} | {survived} | {} |\n",
             trap.split(" (from").next().unwrap_or(&trap),
             runs(&self.after),
             runs(&self.after_second),
