@@ -193,6 +193,7 @@ impl Host for StreamHost {
         match property {
             Property::RouteName => self.string(AttributeId::XDS_ROUTE_NAME),
             Property::ClusterName => self.string(AttributeId::XDS_CLUSTER_NAME),
+            Property::ConnectionId => self.int(AttributeId::CONNECTION_ID),
             Property::RequestTime => Some(unix_nanos(self.started).to_le_bytes().to_vec()),
             Property::Mtls => self
                 .stream

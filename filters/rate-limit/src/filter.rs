@@ -106,7 +106,7 @@ impl Stage for RateLimit {
     fn on_request_headers(&self, cx: &mut Cx<'_, Self>) -> Flow {
         let label = cx.config.scope.label(cx.ex);
         let stats = cx.stats_for(&label);
-        let table = Table::new(&label.key(Self::NAME), cx.config.max_keys);
+        let table = Table::new(&cx.state_key(&label), cx.config.max_keys);
         let (key, identity) = client_key(cx.config, cx.ex);
         let (limit, which) = cx.config.limit_for(identity.as_ref());
         if key.is_unkeyed() {
@@ -179,6 +179,12 @@ pub fn client_key(config: &Config, ex: &mut Exchange) -> (ClientKey, Option<Spif
             Some(v) => (ClientKey::Header(v.to_string()), None),
             None => (ClientKey::Unkeyed, None),
         },
+        // The identity stage's verdict is a valid ID already: parsed again only when an
+        // override's pattern has to match it.
+        Key::Identity if config.overrides.is_empty() && ex.verified_identity.is_some() => (
+            ClientKey::Identity(ex.verified_identity.clone().unwrap_or_default()),
+            None,
+        ),
         Key::Identity => match verified_identity(ex) {
             Some(id) => (ClientKey::Identity(id.as_str().to_string()), Some(id)),
             None => (ClientKey::Unkeyed, None),
@@ -222,7 +228,8 @@ struct Census {
 
 struct Tracked {
     table: Table,
-    label: Label,
+    /// The table's label: kind and name (owned: the census may be shared by threads).
+    label: (&'static str, String),
     /// The `keys` gauge of this table, defined on the thread that ticks, on its first count.
     gauge: Option<Option<u32>>,
     next: u32,
@@ -238,7 +245,7 @@ impl Census {
             .insert(table.prefix().to_string(), self.tables.len());
         self.tables.push(Tracked {
             table: table.clone(),
-            label: label.clone(),
+            label: (label.kind, label.name.to_string()),
             gauge: None,
             next: 0,
             active: 0,
@@ -275,7 +282,7 @@ impl Census {
                 let name = MetricName {
                     stage: RateLimit::NAME,
                     stat: "keys",
-                    label: Some((t.label.kind, &label_value(&t.label.name))),
+                    label: Some((t.label.0, &label_value(&t.label.1))),
                 };
                 host.define_metric(MetricKind::Gauge, &name)
             });
