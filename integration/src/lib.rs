@@ -41,6 +41,10 @@
 //!   written verbatim (also invalid SPIFFE IDs), and PEM files for Envoy.
 //! * [`broken`]: the corpus of invalid configurations, each as a minimal bootstrap.
 //! * [`load`]: open-loop load at a fixed request rate, one connection per request.
+//! * [`runtime`]: `MESH_RUNTIME=wasm|native`: the same tests on the wasm modules or on
+//!   `libmesh_filters.so`, the bootstrap adapted as a user switching modules would.
+//! * [`native`]: what only the native module's own tests need: a per-route configuration as
+//!   raw text, its metrics by their own names, a test build loaded from its file.
 //! * [`tempdir`]: a temporary directory removed on drop.
 //! * [`bench`](mod@bench), [`soak`]: the set-up of `make bench` and `make soak`.
 
@@ -54,9 +58,11 @@ pub mod envoy;
 pub mod fixture;
 pub mod load;
 pub mod metrics;
+pub mod native;
 pub mod otlp_receiver;
 pub mod profile;
 pub mod rollout;
+pub mod runtime;
 pub mod server;
 pub mod soak;
 pub mod tempdir;
