@@ -29,6 +29,9 @@
 //! the port they learnt at start. A listener that only changes its filter chains is updated in
 //! place: its old chain drains (`--drain-time-s`, see [`crate::envoy::Options`]) while new
 //! connections get the new one.
+//!
+//! The files are written as given: the wasm runtime only (`MESH_RUNTIME=native` adapts the
+//! bootstrap Envoy starts on, not the resources served here; see [`crate::runtime`]).
 
 // Test tooling: JSON values built here have the shape indexed.
 #![allow(clippy::indexing_slicing)]
