@@ -129,6 +129,9 @@ pub struct Options {
     pub drain_time_s: Option<u32>,
     /// `--parent-shutdown-time-s`: when a hot restart's parent exits (Envoy's default 900 s).
     pub parent_shutdown_time_s: Option<u32>,
+    /// `--file-flush-interval-msec`: how soon access-log lines reach the log (Envoy's default
+    /// 10 s), for tests that read them.
+    pub file_flush_interval_ms: Option<u32>,
     /// `None`: `--disable-hot-restart`, so parallel tests share nothing. See [`HotRestart`].
     pub hot_restart: Option<HotRestart>,
 }
@@ -161,6 +164,7 @@ impl Default for Options {
             startup_timeout: Duration::from_secs(30),
             drain_time_s: None,
             parent_shutdown_time_s: None,
+            file_flush_interval_ms: None,
             hot_restart: None,
         }
     }
@@ -554,6 +558,9 @@ fn spawn(dir: &tempdir::Dir, bootstrap: &str, opts: &Options) -> Result<Child, E
     }
     if let Some(s) = opts.parent_shutdown_time_s {
         cmd.arg("--parent-shutdown-time-s").arg(s.to_string());
+    }
+    if let Some(ms) = opts.file_flush_interval_ms {
+        cmd.arg("--file-flush-interval-msec").arg(ms.to_string());
     }
     cmd.arg("-l")
         .arg("info")

@@ -1630,7 +1630,12 @@ pub async fn failure_policy(module: &Path, policy: Option<&str>) -> Result<Polic
         local_details: Vec::new(),
         breaker_survived: None,
     };
-    let envoy = match tokio::task::block_in_place(|| Envoy::start_with(&b, &Options::workers(1))) {
+    // The access log (Envoy's response details) flushed within a request's time.
+    let opts = Options {
+        file_flush_interval_ms: Some(50),
+        ..Options::workers(1)
+    };
+    let envoy = match tokio::task::block_in_place(|| Envoy::start_with(&b, &opts)) {
         Ok(e) => e,
         Err(e) => {
             let text = e.to_string();
@@ -1693,6 +1698,7 @@ pub async fn failure_policy(module: &Path, policy: Option<&str>) -> Result<Polic
         .take(8)
         .map(str::to_owned)
         .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let log = envoy.log();
     let mut details: Vec<String> = log
         .lines()
