@@ -1,0 +1,242 @@
+//! The bootstraps of a run: the measured Envoy (an mTLS listener with `/direct` and `/proxied`,
+//! the configuration's HTTP filters, a cluster to the upstream) and the client Envoy that
+//! originates mTLS with the client SVID and keeps the downstream protocol.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use super::{
+    suite_config, Kind, Stage, CALIBRATION_MODULE, CALIBRATION_ROOT_ID, CLIENT_ID, STAT_PREFIX,
+    SUITE_MODULE,
+};
+use crate::bootstrap::{self, TlsFiles};
+
+/// A wasm HTTP filter: one `vm_id` per module, so the five filters are five VMs (as the
+/// filters' READMEs configure them).
+pub fn wasm_http_filter(root_id: &str, vm_id: &str, module: &Path, config: &Value) -> Value {
+    json!({
+        "name": root_id,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": root_id,
+                "root_id": root_id,
+                "vm_config": {
+                    "vm_id": vm_id,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": module.display().to_string()}}
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": config.to_string()
+                }
+            }
+        }
+    })
+}
+
+/// Envoy's RBAC filter allowing exactly one authenticated principal.
+pub fn rbac_filter(principal: &str) -> Value {
+    json!({
+        "name": "envoy.filters.http.rbac",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {
+                "action": "ALLOW",
+                "policies": {"bench-client": {
+                    "permissions": [{"any": true}],
+                    "principals": [{"authenticated": {"principal_name": {"exact": principal}}}]
+                }}
+            }
+        }
+    })
+}
+
+/// Where the modules are: `module name → path`.
+pub type Modules = BTreeMap<String, PathBuf>;
+
+/// The HTTP filters of a configuration (the router is appended by [`bootstrap::listener`]).
+pub fn http_filters(kind: Kind, modules: &Modules) -> Result<Vec<Value>, String> {
+    let module = |name: &str| {
+        modules
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("{name}.wasm is missing"))
+    };
+    Ok(match kind {
+        Kind::Bare | Kind::NativeRouteTimeout => vec![],
+        Kind::NativeRbac => vec![rbac_filter(CLIENT_ID)],
+        Kind::Calibration => vec![wasm_http_filter(
+            CALIBRATION_ROOT_ID,
+            CALIBRATION_ROOT_ID,
+            &module(CALIBRATION_MODULE)?,
+            &json!({}),
+        )],
+        Kind::Suite => vec![wasm_http_filter(
+            "mesh",
+            "mesh",
+            &module(SUITE_MODULE)?,
+            &suite_config(),
+        )],
+        Kind::FiveFilters => Stage::ALL
+            .iter()
+            .map(|s| {
+                let root = s.root_id();
+                Ok(wasm_http_filter(
+                    &root,
+                    &root,
+                    &module(&s.module())?,
+                    &s.config(),
+                ))
+            })
+            .collect::<Result<Vec<Value>, String>>()?,
+        k => match k.stage() {
+            Some(s) => {
+                let root = s.root_id();
+                vec![wasm_http_filter(
+                    &root,
+                    &root,
+                    &module(&s.module())?,
+                    &s.config(),
+                )]
+            }
+            None => vec![],
+        },
+    })
+}
+
+/// HTTP protocol options that keep the downstream protocol upstream (HTTP/1.1 → HTTP/1.1,
+/// HTTP/2 → HTTP/2).
+fn downstream_protocol() -> Value {
+    json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "use_downstream_protocol_config": {"http_protocol_options": {}, "http2_protocol_options": {}}
+        }
+    })
+}
+
+/// A static cluster of one endpoint that keeps the downstream protocol, Envoy's own limits
+/// raised.
+pub fn static_cluster(name: &str, addr: SocketAddr) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "circuit_breakers": {"thresholds": [{
+            "max_connections": 100000, "max_pending_requests": 100000, "max_requests": 100000, "max_retries": 100000
+        }]},
+        "typed_extension_protocol_options": downstream_protocol(),
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+            "socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}
+        }}}]}]}
+    })
+}
+
+/// The measured Envoy: the mTLS listener `bench` with `/direct` (direct_response) and
+/// `/proxied` (to `upstream`), and the configuration's filters.
+pub fn measured_bootstrap(
+    kind: Kind,
+    modules: &Modules,
+    tls: &TlsFiles,
+    upstream: SocketAddr,
+) -> Result<Value, String> {
+    // No route timeout unless it is what is measured (Envoy's default would arm a 15 s timer).
+    let timeout = if kind == Kind::NativeRouteTimeout {
+        "15s"
+    } else {
+        "0s"
+    };
+    let listener = measured_listener(
+        STAT_PREFIX,
+        measured_routes(timeout),
+        http_filters(kind, modules)?,
+        tls,
+    );
+    Ok(bootstrap::bootstrap(
+        vec![listener],
+        vec![static_cluster("upstream", upstream)],
+    ))
+}
+
+/// The measured routes: `direct` (`/direct`, a `direct_response`) and `proxied` (`/proxied`, to
+/// the cluster `upstream` with this route timeout).
+pub fn measured_routes(timeout: &str) -> Vec<Value> {
+    vec![
+        json!({
+            "name": "direct",
+            "match": {"prefix": "/direct"},
+            "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}
+        }),
+        json!({
+            "name": "proxied",
+            "match": {"prefix": "/proxied"},
+            "route": {"cluster": "upstream", "timeout": timeout}
+        }),
+    ]
+}
+
+/// A measured listener (its name is also its `stat_prefix`): mTLS with the client certificate
+/// required, `SANITIZE_SET` XFCC with the URI SANs, these routes and filters.
+pub fn measured_listener(
+    name: &str,
+    routes: Vec<Value>,
+    filters: Vec<Value>,
+    tls: &TlsFiles,
+) -> Value {
+    bootstrap::with_mtls(
+        bootstrap::listener(name, routes, filters),
+        tls,
+        true,
+        "SANITIZE_SET",
+    )
+}
+
+/// The client Envoy: a plaintext listener `client` that sends everything to the measured Envoy
+/// over mTLS with the client SVID `tls.cert`, route timeout 30 s (so the measured Envoy sees
+/// `x-envoy-expected-rq-timeout-ms: 30000`, as from a previous mesh hop).
+pub fn client_bootstrap(measured: SocketAddr, tls: &TlsFiles, server_name: &str) -> Value {
+    let routes = vec![json!({
+        "name": "all",
+        "match": {"prefix": "/"},
+        "route": {"cluster": "measured", "timeout": "30s"}
+    })];
+    bootstrap::bootstrap(
+        vec![bootstrap::listener("client", routes, vec![])],
+        vec![client_cluster("measured", measured, tls, server_name)],
+    )
+}
+
+/// A cluster of the client Envoy: one measured listener, reached over mTLS with the client SVID
+/// `tls.cert`, keeping the downstream protocol.
+pub fn client_cluster(
+    name: &str,
+    measured: SocketAddr,
+    tls: &TlsFiles,
+    server_name: &str,
+) -> Value {
+    let mut cluster = static_cluster(name, measured);
+    if let Some(c) = cluster.as_object_mut() {
+        c.insert(
+            "transport_socket".to_owned(),
+            json!({
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                    "sni": server_name,
+                    "common_tls_context": {
+                        "tls_certificates": [{
+                            "certificate_chain": {"filename": tls.cert.display().to_string()},
+                            "private_key": {"filename": tls.key.display().to_string()}
+                        }],
+                        "validation_context": {"trusted_ca": {"filename": tls.ca.display().to_string()}}
+                    }
+                }
+            }),
+        );
+    }
+    cluster
+}
