@@ -43,11 +43,11 @@
 //!   measured (the configurations, the stages and their configuration, the suite's);
 //!   `topology`: the measured and the client Envoy's bootstraps;
 //! * [`driver`]: pinning, the upstream, one measured run (shared with the profile);
-//! * `load_output`: what wrk and h2load print; `proc_stats`: `/proc`, admin stats,
-//!   `envoy --version`, criterion;
+//! * `load_output`: what wrk and h2load print; `proc_stats`: `/proc`, `envoy --version`,
+//!   criterion;
 //! * `results`: samples, runs, the paired comparisons and the statistics; `checks`: the targets;
 //!   `render`: `BENCHMARKS.md`; `chart`: `bench/chart.svg`;
-//! * `upstream`: the upstream and the client of the functional check; `verify`: that check.
+//! * `upstream`: the upstream of the proxied routes; `verify`: the functional check.
 
 mod chart;
 mod checks;
@@ -70,14 +70,14 @@ pub use checks::{checks, Check, Micro, Sizes, MICRO_BENCHMARKS, SUITE_MAX_BYTES}
 pub use configuration::{suite_config, Kind, Stage};
 pub use load_output::{parse_h2load, parse_wrk, parse_wrk_latency, LoadReport};
 pub use params::{env_number, Params};
-pub use proc_stats::{admin_stat, cpu_ticks, criterion_estimate, envoy_version, vm_rss_kib};
+pub use proc_stats::{cpu_ticks, criterion_estimate, envoy_version, vm_rss_kib};
 pub use render::{render_markdown, Machine};
 pub use results::{median, percentile, spread, Results, Run, Sample};
 pub use topology::{
     client_bootstrap, client_cluster, http_filters, measured_bootstrap, measured_listener,
-    measured_routes, rbac_filter, static_cluster, wasm_http_filter, Modules,
+    measured_routes, rbac_filter, static_cluster, Modules,
 };
-pub use upstream::{get, header_lines, serve_upstream, Reply, GRPC_EMPTY_MESSAGE};
+pub use upstream::{echoed_headers, serve as serve_upstream, GRPC_EMPTY_MESSAGE};
 pub use variant::{Protocol, Route, Variant};
 pub use verify::{verify, Observed};
 

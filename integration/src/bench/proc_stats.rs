@@ -1,6 +1,6 @@
 //! What the machine and the other programs report: the measured Envoy's CPU time and memory
-//! from `/proc`, counters of Envoy's admin `/stats` text, `envoy --version`, and criterion's
-//! estimates of the micro-benchmarks.
+//! from `/proc`, `envoy --version`, and criterion's estimates of the micro-benchmarks. (Envoy's
+//! counters are read from `/stats/prometheus` through [`crate::metrics`].)
 
 use serde_json::Value;
 
@@ -22,14 +22,6 @@ pub fn vm_rss_kib(status: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|n| n.parse().ok())
-}
-
-/// A counter from Envoy's admin `/stats` text (`name: value` lines).
-pub fn admin_stat(text: &str, name: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        (n.trim() == name).then(|| v.trim().parse().ok()).flatten()
-    })
 }
 
 /// The version of `envoy --version` output: `envoy  version: <hash>/1.40.0/Clean/RELEASE/...`.
@@ -72,13 +64,6 @@ mod tests {
         assert_eq!(cpu_ticks(stat), Some(175));
         let status = "Name:\tenvoy\nVmPeak:\t  100 kB\nVmRSS:\t   51234 kB\nThreads: 9\n";
         assert_eq!(vm_rss_kib(status), Some(51234));
-        assert_eq!(
-            admin_stat(
-                "http.bench.downstream_rq_completed: 77\nother: 1\n",
-                "http.bench.downstream_rq_completed"
-            ),
-            Some(77)
-        );
     }
 
     #[test]

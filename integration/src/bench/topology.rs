@@ -12,30 +12,12 @@ use super::{
     suite_config, Kind, Stage, CALIBRATION_MODULE, CALIBRATION_ROOT_ID, CLIENT_ID, STAT_PREFIX,
     SUITE_MODULE,
 };
-use crate::bootstrap::{self, TlsFiles};
+use crate::bootstrap::{self, Plugin, TlsFiles};
 
-/// A wasm HTTP filter: one `vm_id` per module, so the five filters are five VMs (as the
-/// filters' READMEs configure them).
-pub fn wasm_http_filter(root_id: &str, vm_id: &str, module: &Path, config: &Value) -> Value {
-    json!({
-        "name": root_id,
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": root_id,
-                "root_id": root_id,
-                "vm_config": {
-                    "vm_id": vm_id,
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": module.display().to_string()}}
-                },
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": config.to_string()
-                }
-            }
-        }
-    })
+/// One of our wasm modules as an HTTP filter in a VM of its own (`vm_id` = root_id), so the
+/// chained filters are one VM each, as the filters' READMEs configure them.
+fn wasm_filter(root_id: &str, module: &Path, config: &Value) -> Value {
+    bootstrap::wasm_filter(root_id, module, Plugin::json(config).in_vm(root_id))
 }
 
 /// Envoy's RBAC filter allowing exactly one authenticated principal.
@@ -69,40 +51,28 @@ pub fn http_filters(kind: Kind, modules: &Modules) -> Result<Vec<Value>, String>
     Ok(match kind {
         Kind::Bare | Kind::NativeRouteTimeout => vec![],
         Kind::NativeRbac => vec![rbac_filter(CLIENT_ID)],
-        Kind::Calibration => vec![wasm_http_filter(
-            CALIBRATION_ROOT_ID,
+        Kind::Calibration => vec![wasm_filter(
             CALIBRATION_ROOT_ID,
             &module(CALIBRATION_MODULE)?,
             &json!({}),
         )],
-        Kind::Suite => vec![wasm_http_filter(
-            "mesh",
-            "mesh",
-            &module(SUITE_MODULE)?,
-            &suite_config(),
-        )],
+        Kind::Suite => vec![wasm_filter("mesh", &module(SUITE_MODULE)?, &suite_config())],
         Kind::FiveFilters => Stage::ALL
             .iter()
             .map(|s| {
-                let root = s.root_id();
-                Ok(wasm_http_filter(
-                    &root,
-                    &root,
+                Ok(wasm_filter(
+                    &s.root_id(),
                     &module(&s.module())?,
                     &s.config(),
                 ))
             })
             .collect::<Result<Vec<Value>, String>>()?,
         k => match k.stage() {
-            Some(s) => {
-                let root = s.root_id();
-                vec![wasm_http_filter(
-                    &root,
-                    &root,
-                    &module(&s.module())?,
-                    &s.config(),
-                )]
-            }
+            Some(s) => vec![wasm_filter(
+                &s.root_id(),
+                &module(&s.module())?,
+                &s.config(),
+            )],
             None => vec![],
         },
     })
@@ -119,21 +89,17 @@ fn downstream_protocol() -> Value {
     })
 }
 
-/// A static cluster of one endpoint that keeps the downstream protocol, Envoy's own limits
-/// raised.
+/// A static cluster of one endpoint ([`bootstrap::cluster`], Envoy's own limits raised) that
+/// keeps the downstream protocol.
 pub fn static_cluster(name: &str, addr: SocketAddr) -> Value {
-    json!({
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "circuit_breakers": {"thresholds": [{
-            "max_connections": 100000, "max_pending_requests": 100000, "max_requests": 100000, "max_retries": 100000
-        }]},
-        "typed_extension_protocol_options": downstream_protocol(),
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-            "socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}
-        }}}]}]}
-    })
+    let mut cluster = bootstrap::cluster(name, addr, false);
+    if let Some(c) = cluster.as_object_mut() {
+        c.insert(
+            "typed_extension_protocol_options".to_owned(),
+            downstream_protocol(),
+        );
+    }
+    cluster
 }
 
 /// The measured Envoy: the mTLS listener `bench` with `/direct` (direct_response) and
@@ -212,31 +178,23 @@ pub fn client_bootstrap(measured: SocketAddr, tls: &TlsFiles, server_name: &str)
 
 /// A cluster of the client Envoy: one measured listener, reached over mTLS with the client SVID
 /// `tls.cert`, keeping the downstream protocol.
+///
+/// [`bootstrap::with_upstream_tls`] offers ALPN `h2` only; here the client Envoy offers no
+/// ALPN, so that it speaks HTTP/1.1 or HTTP/2 as its downstream did and the measured Envoy's
+/// codec tells them apart by their first bytes.
 pub fn client_cluster(
     name: &str,
     measured: SocketAddr,
     tls: &TlsFiles,
     server_name: &str,
 ) -> Value {
-    let mut cluster = static_cluster(name, measured);
-    if let Some(c) = cluster.as_object_mut() {
-        c.insert(
-            "transport_socket".to_owned(),
-            json!({
-                "name": "envoy.transport_sockets.tls",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                    "sni": server_name,
-                    "common_tls_context": {
-                        "tls_certificates": [{
-                            "certificate_chain": {"filename": tls.cert.display().to_string()},
-                            "private_key": {"filename": tls.key.display().to_string()}
-                        }],
-                        "validation_context": {"trusted_ca": {"filename": tls.ca.display().to_string()}}
-                    }
-                }
-            }),
-        );
+    let mut cluster =
+        bootstrap::with_upstream_tls(static_cluster(name, measured), tls, server_name);
+    if let Some(context) = cluster
+        .pointer_mut("/transport_socket/typed_config/common_tls_context")
+        .and_then(Value::as_object_mut)
+    {
+        context.remove("alpn_protocols");
     }
     cluster
 }

@@ -1,136 +1,109 @@
-//! The upstream of the proxied routes, and the small blocking client of the functional check.
+//! The upstream of the proxied routes: the harness's server skeleton ([`crate::server`]) with
+//! the smallest answers that keep the load core free for the load. It answers `ok` to
+//! everything, HTTP/1.1 and h2c on one port; a path ending in `/echo` answers with the request
+//! headers it received, as JSON (`{"headers": [[name, value], …]}`, in arrival order); a gRPC
+//! request (`content-type: application/grpc*`) gets an empty message and `grpc-status: 0` in
+//! trailers.
+//!
+//! It records nothing: the demo service ([`crate::upstream`]) keeps every request, which a
+//! benchmark's millions of requests would turn into memory and work on the load core.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use serde_json::{json, Value};
+
+use crate::client;
+use crate::server::{Body, Server};
 
 /// The body h2load sends on gRPC runs: one length-prefixed frame holding an empty message.
 pub const GRPC_EMPTY_MESSAGE: [u8; 5] = [0, 0, 0, 0, 0];
 
-/// The upstream: answers `ok` to everything, HTTP/1.1 and h2c on one port; a path ending in
-/// `/echo` answers with the request headers it received, one `name: value` per line; a gRPC
-/// request (`content-type: application/grpc*`) gets an empty message and `grpc-status: 0` in
-/// trailers.
-pub async fn serve_upstream(listener: tokio::net::TcpListener) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(async move {
-            let service = service_fn(|req: Request<Incoming>| async move {
-                let grpc = req
-                    .headers()
-                    .get("content-type")
-                    .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-                if grpc {
-                    let mut trailers = http::HeaderMap::new();
-                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                    let body = Full::new(Bytes::from_static(&GRPC_EMPTY_MESSAGE))
-                        .with_trailers(std::future::ready(Some(Ok(trailers))))
-                        .boxed();
-                    let mut response = Response::new(body);
-                    response.headers_mut().insert(
-                        "content-type",
-                        http::HeaderValue::from_static("application/grpc"),
-                    );
-                    return Ok::<_, Infallible>(response);
-                }
-                let body = if req.uri().path().ends_with("/echo") {
-                    let mut text = String::new();
-                    for (name, value) in req.headers() {
-                        let _ = writeln!(
-                            text,
-                            "{}: {}",
-                            name.as_str(),
-                            String::from_utf8_lossy(value.as_bytes())
-                        );
-                    }
-                    Bytes::from(text)
-                } else {
-                    Bytes::from_static(b"ok\n")
-                };
-                Ok::<_, Infallible>(Response::new(Full::new(body).boxed()))
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+/// Starts the upstream on `addr` (port 0: a free one). Must be called inside a tokio runtime;
+/// it serves until the [`Server`] is dropped.
+pub async fn serve(addr: SocketAddr) -> std::io::Result<Server> {
+    let (server, _) = Server::http(addr, |_| (), answer).await?;
+    Ok(server)
+}
+
+async fn answer(_: Arc<()>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let grpc = req
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let body = Full::new(Bytes::from_static(&GRPC_EMPTY_MESSAGE))
+            .with_trailers(std::future::ready(Some(Ok(trailers))))
+            .boxed();
+        let mut response = Response::new(body);
+        response
+            .headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/grpc"));
+        return Ok(response);
     }
-}
-
-/// A response to [`get`]: status, headers (lowercase names), body.
-#[derive(Clone, Debug, Default)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
+    let body = if req.uri().path().ends_with("/echo") {
+        let headers: Vec<Value> = req
+            .headers()
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
+            .map(|(name, value)| json!([name.as_str(), String::from_utf8_lossy(value.as_bytes())]))
+            .collect();
+        Bytes::from(json!({ "headers": headers }).to_string())
+    } else {
+        Bytes::from_static(b"ok\n")
+    };
+    Ok(Response::new(Full::new(body).boxed()))
 }
 
-/// `name: value` lines (the echo body) as pairs.
-pub fn header_lines(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .filter_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            Some((n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+/// The request headers an `/echo` answer carries (lowercase names, in arrival order).
+pub fn echoed_headers(echo: &client::Response) -> Result<Vec<(String, String)>, String> {
+    let shown = || format!("not an echo of the upstream: {}", echo.text().trim());
+    let json = echo.try_json().map_err(|_| shown())?;
+    let pairs = json
+        .get("headers")
+        .and_then(Value::as_array)
+        .ok_or_else(shown)?;
+    pairs
+        .iter()
+        .map(|pair| match pair.as_array().map(Vec::as_slice) {
+            Some([Value::String(name), Value::String(value)]) => Ok((name.clone(), value.clone())),
+            _ => Err(shown()),
         })
         .collect()
 }
 
-/// A blocking HTTP/1.1 GET with these headers and `Connection: close`.
-pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n");
-    for (n, v) in headers {
-        let _ = write!(req, "{n}: {v}\r\n");
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn echo_ok_and_grpc_are_answered() {
+        let server = serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = server.addr();
+        let echo = client::get(addr, "/proxied/echo", &[("x-spiffe-id", "spiffe://a/b")])
+            .await
+            .unwrap();
+        let headers = echoed_headers(&echo).unwrap();
+        assert!(headers.contains(&("x-spiffe-id".to_owned(), "spiffe://a/b".to_owned())));
+        let ok = client::get(addr, "/proxied", &[]).await.unwrap();
+        assert_eq!((ok.status, ok.text().as_str()), (200, "ok\n"));
+        assert!(echoed_headers(&ok).is_err());
+        let grpc = client::grpc_h2(
+            addr,
+            "/mesh.bench.Bench/Call",
+            &[],
+            GRPC_EMPTY_MESSAGE.to_vec(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(grpc.grpc_status(), Some(0));
+        assert_eq!(grpc.body.as_ref(), GRPC_EMPTY_MESSAGE.as_slice());
     }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let headers = header_lines(&lines.collect::<Vec<_>>().join("\n"));
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked {
-        crate::envoy::dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
 }

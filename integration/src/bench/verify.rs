@@ -1,18 +1,18 @@
 //! The functional check of a configuration: what the upstream and the caller saw
 //! ([`Observed`]) must show that each filter did its work ([`verify`]).
 
-use super::{admin_stat, Kind, Reply, Stage, CLIENT_ID, TRACEPARENT};
+use super::{Kind, Stage, CLIENT_ID, STAT_PREFIX, TRACEPARENT};
+use crate::client::Response;
+use crate::metrics::Metrics;
 
 /// What the upstream and the caller saw, for the functional check of a configuration.
 pub struct Observed {
     /// The request headers the upstream received on `/proxied/echo`.
     pub upstream: Vec<(String, String)>,
     /// The response to `/direct`.
-    pub direct: Reply,
+    pub direct: Response,
     /// `/stats/prometheus` of the measured Envoy after those requests.
-    pub prometheus: String,
-    /// `/stats` of the measured Envoy after those requests.
-    pub stats: String,
+    pub metrics: Metrics,
 }
 
 impl Observed {
@@ -37,7 +37,14 @@ pub fn verify(kind: Kind, seen: &Observed) -> Result<(), String> {
         }
     }
     if kind == Kind::NativeRbac
-        && admin_stat(&seen.stats, "http.bench.rbac.allowed").unwrap_or(0) == 0
+        && seen
+            .metrics
+            .get(
+                "envoy_http_rbac_allowed",
+                &[("envoy_http_conn_manager_prefix", STAT_PREFIX)],
+            )
+            .unwrap_or(0.0)
+            < 1.0
     {
         missing.push("http.bench.rbac.allowed did not count".to_owned());
     }
@@ -84,23 +91,19 @@ pub fn verify(kind: Kind, seen: &Observed) -> Result<(), String> {
                 }
             }
             Stage::CircuitBreaker => {
-                if crate::envoy::prometheus_value(
-                    &seen.prometheus,
-                    "mesh_circuit_breaker_state",
-                    &[("route", "proxied")],
-                )
-                .is_none()
+                if seen
+                    .metrics
+                    .get("mesh_circuit_breaker_state", &[("route", "proxied")])
+                    .is_none()
                 {
                     missing.push("no mesh_circuit_breaker_state{route=\"proxied\"}".to_owned());
                 }
             }
             Stage::RetryBudget => {
-                if crate::envoy::prometheus_value(
-                    &seen.prometheus,
-                    "mesh_retry_budget_rq_total",
-                    &[("route", "proxied")],
-                )
-                .unwrap_or(0.0)
+                if seen
+                    .metrics
+                    .get("mesh_retry_budget_rq_total", &[("route", "proxied")])
+                    .unwrap_or(0.0)
                     < 1.0
                 {
                     missing.push(
@@ -121,17 +124,36 @@ pub fn verify(kind: Kind, seen: &Observed) -> Result<(), String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::bench::header_lines;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn response(headers: &[(&str, &str)]) -> Response {
+        Response {
+            status: 200,
+            headers: pairs(headers),
+            trailers: Vec::new(),
+            body: bytes::Bytes::from_static(b"ok\n"),
+            elapsed: std::time::Duration::ZERO,
+        }
+    }
 
     #[test]
     fn the_functional_check_names_what_is_missing() {
         let seen = Observed {
-            upstream: header_lines(&format!(
-                "x-spiffe-id: {CLIENT_ID}\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01\nb3: 4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-1\nx-envoy-expected-rq-timeout-ms: 14999\n"
-            )),
-            direct: Reply::default(),
-            prometheus: "mesh_circuit_breaker_state{route=\"proxied\"} 0\nmesh_retry_budget_rq_total{route=\"proxied\"} 1\n".to_owned(),
-            stats: String::new(),
+            upstream: pairs(&[
+                ("x-spiffe-id", CLIENT_ID),
+                ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01"),
+                ("b3", "4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-1"),
+                ("x-envoy-expected-rq-timeout-ms", "14999"),
+            ]),
+            direct: response(&[]),
+            metrics: Metrics::parse(
+                "mesh_circuit_breaker_state{route=\"proxied\"} 0\nmesh_retry_budget_rq_total{route=\"proxied\"} 1\n",
+            ),
         };
         assert_eq!(verify(Kind::Suite, &seen), Ok(()));
         let err = verify(Kind::Calibration, &seen).unwrap_err();

@@ -14,6 +14,7 @@ use mesh_integration::bench::{
 };
 use mesh_integration::bootstrap::TlsFiles;
 use mesh_integration::certs::{self, Pki};
+use mesh_integration::client;
 use mesh_integration::envoy::{self, Envoy, Options};
 use mesh_integration::profile;
 
@@ -154,13 +155,7 @@ fn run() -> Result<(), Error> {
 
     // Certificates: Envoy's server certificate and the client SVID.
     let pki = Pki::new("bench")?;
-    let leaf = pki.client(&[bench::CLIENT_ID])?;
-    let (cert, key) = certs::write_pem_files(&pki.dir, "bench-client", &leaf)?;
-    let client_tls = TlsFiles {
-        ca: pki.envoy.ca.clone(),
-        cert,
-        key,
-    };
+    let client_tls = pki.client_files("bench-client", &[bench::CLIENT_ID])?;
 
     let upstream = driver::start_upstream()?;
     let ctx = Context {
@@ -248,24 +243,24 @@ fn run_configuration(ctx: &Context, kind: Kind) -> Result<Run, String> {
     let entry = client.listener("client");
 
     // The functional check: every filter visibly does its work.
-    let echo = bench::get(entry, "/proxied/echo", &bench::LOAD_HEADERS)?;
-    let direct = bench::get(entry, "/direct", &bench::LOAD_HEADERS)?;
+    let get = |path: &str| {
+        client::blocking(client::get(entry, path, &bench::LOAD_HEADERS))
+            .map_err(|e| format!("GET {path}: {e}"))
+    };
+    let echo = get("/proxied/echo")?;
+    let direct = get("/direct")?;
     if echo.status != 200 || direct.status != 200 {
         return Err(format!(
             "check failed: /proxied answered {}, /direct {} ({})",
             echo.status,
             direct.status,
-            direct.body.trim()
+            direct.text().trim()
         ));
     }
     let seen = Observed {
-        upstream: bench::header_lines(&echo.body),
+        upstream: bench::echoed_headers(&echo)?,
         direct,
-        prometheus: measured.prometheus().map_err(|e| e.to_string())?,
-        stats: measured
-            .admin_get("/stats")
-            .map(|(_, body)| body)
-            .map_err(|e| e.to_string())?,
+        metrics: measured.metrics().map_err(|e| e.to_string())?,
     };
     bench::verify(kind, &seen)?;
 
