@@ -1,4 +1,4 @@
-//! Soak: a steady load through the suite (all five stages) for a long time, over more route
+//! Soak: a steady load through the suite (every stage) for a long time, over more route
 //! names than the filters' per-route cache holds, with failures injected on some routes, while
 //! the measured Envoy's memory is sampled. `make soak` runs it for 10 minutes (the `soak`
 //! binary); `integration/tests/soak.rs` runs a short one in `make test`.
@@ -439,11 +439,15 @@ pub struct Report {
 }
 
 /// The counters summed over routes in the report.
-pub const REPORTED_METRICS: [&str; 16] = [
+pub const REPORTED_METRICS: [&str; 20] = [
     "mesh_deadline_config_error",
     "mesh_circuit_breaker_config_error",
     "mesh_retry_budget_config_error",
     "mesh_spiffe_identity_config_error",
+    "mesh_rate_limit_config_error",
+    "mesh_rate_limit_allowed",
+    "mesh_rate_limit_limited",
+    "mesh_rate_limit_state_error",
     "mesh_spiffe_identity_allowed",
     "mesh_spiffe_identity_unauthenticated",
     "mesh_circuit_breaker_opened",
@@ -512,6 +516,10 @@ impl Report {
             ("mesh_circuit_breaker_config_error", 0.0),
             ("mesh_retry_budget_config_error", 0.0),
             ("mesh_spiffe_identity_config_error", 0.0),
+            ("mesh_rate_limit_config_error", 0.0),
+            ("mesh_rate_limit_state_error", 0.0),
+            // The bench's limit, which never triggers.
+            ("mesh_rate_limit_limited", 0.0),
         ] {
             if self.metric(name) != want {
                 out.push(format!("{name} = {}", self.metric(name)));
@@ -528,10 +536,11 @@ impl Report {
             "mesh_circuit_breaker_opened",
             "mesh_retry_budget_retries",
             "mesh_trace_propagation_spans_exported",
+            "mesh_rate_limit_allowed",
         ] {
             if self.metric(name) <= 0.0 {
                 out.push(format!(
-                    "{name} = 0: the injected failures did not exercise it"
+                    "{name} = 0: the load and the injected failures did not exercise it"
                 ));
             }
         }

@@ -13,7 +13,7 @@ fn xml_escape(s: &str) -> String {
 /// `bench/chart.svg`: horizontal bars of the median CPU overhead (µs/request above bare Envoy)
 /// of every configuration but bare, one bar per variant.
 pub fn render_svg(results: &Results) -> String {
-    const COLORS: [&str; 4] = ["#4e79a7", "#a0cbe8", "#f28e2b", "#ffbe7d"];
+    const COLORS: [&str; 5] = ["#4e79a7", "#a0cbe8", "#f28e2b", "#ffbe7d", "#59a14f"];
     let kinds: Vec<Kind> = results
         .kinds
         .iter()
@@ -33,8 +33,9 @@ pub fn render_svg(results: &Results) -> String {
     let max = all.clone().fold(1.0_f64, f64::max);
     let min = all.fold(0.0_f64, f64::min);
     let (label_w, plot_w, bar_h, gap, top): (f64, f64, f64, f64, f64) =
-        (210.0, 560.0, 9.0, 10.0, 50.0);
-    let group_h = bar_h * 4.0 + gap;
+        (240.0, 560.0, 9.0, 10.0, 50.0);
+    let bars = Variant::ALL.len() as f64;
+    let group_h = bar_h * bars + gap;
     let height = top + group_h * kinds.len() as f64 + 40.0;
     let width = (label_w + 35.0 + plot_w + 70.0).max(780.0);
     let span = max - min;
@@ -50,7 +51,7 @@ pub fn render_svg(results: &Results) -> String {
         r##"<rect width="100%" height="100%" fill="#ffffff"/><text x="10" y="18" font-size="13" font-weight="bold">Envoy CPU µs per request above bare Envoy (median over rounds)</text>"##
     );
     for (i, v) in Variant::ALL.iter().enumerate() {
-        let lx = 10.0 + i as f64 * 185.0;
+        let lx = 10.0 + i as f64 * 170.0;
         let color = COLORS.get(i).copied().unwrap_or("#888888");
         let _ = writeln!(
             s,
@@ -66,7 +67,7 @@ pub fn render_svg(results: &Results) -> String {
             s,
             r#"<text x="{:.0}" y="{:.1}" text-anchor="end">{}</text>"#,
             label_w - 8.0,
-            y0 + bar_h * 2.0 + 4.0,
+            y0 + bar_h * bars / 2.0 + 4.0,
             xml_escape(kind.label())
         );
         for (i, val) in vals.iter().enumerate() {

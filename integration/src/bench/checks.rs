@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{median, Kind, Results, Route, Variant, SUITE_MODULE};
+use super::{median, Kind, Results, Route, Stage, Variant, NATIVE_MODULE, SUITE_MODULE};
 
 /// Target of the issue: `mesh_filters.wasm` at most 250 KB (KiB: 256,000 bytes).
 pub const SUITE_MAX_BYTES: u64 = 250 * 1024;
@@ -80,66 +80,43 @@ fn per_variant(
     (all, parts.join(", "))
 }
 
-/// The issue's targets, computed from the results.
-pub fn checks(results: &Results, sizes: &Sizes, micro: &Micro) -> Vec<Check> {
-    let mut out = Vec::new();
-    let have = |k: Kind| results.kinds.contains(&k);
-    let suite = have(Kind::Suite);
-    let not_run = |target: &str, why: &str| Check {
+fn not_run(target: &str, why: &str) -> Check {
+    Check {
         target: target.to_owned(),
         pass: None,
         measured: why.to_owned(),
-    };
-    let no_suite = if sizes.contains_key(SUITE_MODULE) {
-        "the suite was not measured (BENCH_ONLY)"
-    } else {
-        "mesh_filters.wasm was not built: the suite was not measured"
-    };
-
-    let t = "suite overhead ≤ 1.3× calibration overhead (CPU µs/request above bare)";
-    if suite {
-        let (pass, measured) = per_variant(
-            &Variant::ALL,
-            |v| median(&results.vs_calibration(Kind::Suite, v)),
-            |x| x <= 1.3,
-            fmt_ratio,
-        );
-        out.push(Check {
-            target: t.to_owned(),
-            pass,
-            measured,
-        });
-    } else {
-        out.push(not_run(t, no_suite));
     }
+}
 
-    let t = "proxied requests/s with the suite ≥ 0.85× bare Envoy";
-    if suite {
-        let proxied: Vec<Variant> = Variant::ALL
-            .into_iter()
-            .filter(|v| v.route == Route::Proxied)
-            .collect();
-        let (pass, measured) = per_variant(
-            &proxied,
-            |v| median(&results.rps_vs_bare(Kind::Suite, v)),
-            |x| x >= 0.85,
-            fmt_ratio,
-        );
-        out.push(Check {
-            target: t.to_owned(),
-            pass,
-            measured,
-        });
-    } else {
-        out.push(not_run(t, no_suite));
+/// A target on one ratio per variant: met when every variant's median meets `limit`.
+fn per_variant_check(
+    target: &str,
+    measured: Result<(), &str>,
+    variants: &[Variant],
+    value: impl Fn(Variant) -> Option<f64>,
+    limit: impl Fn(f64) -> bool,
+) -> Check {
+    match measured {
+        Ok(()) => {
+            let (pass, measured) = per_variant(variants, value, limit, fmt_ratio);
+            Check {
+                target: target.to_owned(),
+                pass,
+                measured,
+            }
+        }
+        Err(why) => not_run(target, why),
     }
+}
 
-    let t = "each filter alone ≤ 1.25× calibration overhead";
-    // Per filter, its highest ratio over the variants.
+/// A target on the stages alone: each one's highest overhead ratio to the calibration filter
+/// over the variants must be at most `limit`. Missed as soon as one is over; met only when
+/// every stage was measured on every variant.
+fn alone_check(target: &str, results: &Results, stages: &[Stage], limit: f64) -> Check {
     let mut per_filter: Vec<(Kind, f64, Variant)> = Vec::new();
     let mut complete = true;
-    for kind in Kind::ALL.into_iter().filter(|k| k.stage().is_some()) {
-        if !have(kind) {
+    for kind in stages.iter().map(|&s| Kind::Wasm(s)) {
+        if !results.kinds.contains(&kind) {
             complete = false;
             continue;
         }
@@ -158,24 +135,103 @@ pub fn checks(results: &Results, sizes: &Sizes, micro: &Micro) -> Vec<Check> {
             per_filter.push((kind, x, v));
         }
     }
+    if per_filter.is_empty() {
+        return not_run(target, "not measured (BENCH_ONLY)");
+    }
     let shown: Vec<String> = per_filter
         .iter()
         .map(|(k, x, v)| format!("{} {} ({})", k.label(), fmt_ratio(*x), v.short()))
         .collect();
-    let over = per_filter.iter().any(|(_, x, _)| *x > 1.25);
-    out.push(if per_filter.is_empty() {
-        not_run(t, "no single filter was measured")
+    let over = per_filter.iter().any(|(_, x, _)| *x > limit);
+    Check {
+        target: target.to_owned(),
+        pass: if over {
+            Some(false)
+        } else {
+            complete.then_some(true)
+        },
+        measured: format!("highest per filter: {}", shown.join(", ")),
+    }
+}
+
+/// The issue's targets, computed from the results.
+pub fn checks(results: &Results, sizes: &Sizes, micro: &Micro) -> Vec<Check> {
+    let mut out = Vec::new();
+    let have = |k: Kind| results.kinds.contains(&k);
+    let suite = have(Kind::Suite);
+    let no_suite = if sizes.contains_key(SUITE_MODULE) {
+        "the suite was not measured (BENCH_ONLY)"
     } else {
-        Check {
-            target: t.to_owned(),
-            pass: if over {
-                Some(false)
-            } else {
-                complete.then_some(true)
-            },
-            measured: format!("highest per filter: {}", shown.join(", ")),
-        }
-    });
+        "mesh_filters.wasm was not built: the suite was not measured"
+    };
+    let measured = |k: Kind, why: &'static str| if have(k) { Ok(()) } else { Err(why) };
+    let proxied: Vec<Variant> = Variant::ALL
+        .into_iter()
+        .filter(|v| v.route == Route::Proxied)
+        .collect();
+
+    out.push(per_variant_check(
+        "suite overhead ≤ 1.3× calibration overhead (CPU µs/request above bare)",
+        measured(Kind::Suite, no_suite),
+        &Variant::ALL,
+        |v| median(&results.vs_calibration(Kind::Suite, v)),
+        |x| x <= 1.3,
+    ));
+    out.push(per_variant_check(
+        "proxied requests/s with the suite ≥ 0.85× bare Envoy",
+        measured(Kind::Suite, no_suite),
+        &proxied,
+        |v| median(&results.rps_vs_bare(Kind::Suite, v)),
+        |x| x >= 0.85,
+    ));
+    let others: Vec<Stage> = Stage::ALL
+        .into_iter()
+        .filter(|s| *s != Stage::RateLimit)
+        .collect();
+    out.push(alone_check(
+        "each filter alone ≤ 1.25× calibration overhead (rate-limit: below)",
+        results,
+        &others,
+        1.25,
+    ));
+    out.push(alone_check(
+        "rate-limit alone ≤ 1.5× calibration overhead",
+        results,
+        &[Stage::RateLimit],
+        1.5,
+    ));
+
+    let no_native = if sizes.contains_key(NATIVE_MODULE) {
+        "the native suite was not measured (BENCH_ONLY)"
+    } else {
+        "libmesh_filters.so was not built: the native module was not measured"
+    };
+    let native_and_rbac = match (have(Kind::NativeSuite), have(Kind::NativeRbac)) {
+        (false, _) => Err(no_native),
+        (true, false) => Err("native RBAC was not measured (BENCH_ONLY)"),
+        (true, true) => Ok(()),
+    };
+    out.push(per_variant_check(
+        "native suite overhead ≤ 1.5× native RBAC's overhead",
+        native_and_rbac,
+        &Variant::ALL,
+        |v| median(&results.overhead_vs(Kind::NativeSuite, Kind::NativeRbac, v)),
+        |x| x <= 1.5,
+    ));
+    out.push(per_variant_check(
+        "native suite overhead ≤ 0.5× calibration overhead (the wasm do-little filter)",
+        measured(Kind::NativeSuite, no_native),
+        &Variant::ALL,
+        |v| median(&results.vs_calibration(Kind::NativeSuite, v)),
+        |x| x <= 0.5,
+    ));
+    out.push(per_variant_check(
+        "proxied requests/s with the native suite ≥ 0.9× bare Envoy",
+        measured(Kind::NativeSuite, no_native),
+        &proxied,
+        |v| median(&results.rps_vs_bare(Kind::NativeSuite, v)),
+        |x| x >= 0.9,
+    ));
 
     let t = "mesh_filters.wasm ≤ 250 KB (256,000 bytes)";
     out.push(match sizes.get(SUITE_MODULE) {
@@ -247,7 +303,7 @@ mod tests {
         let r = results(&[
             (Kind::Bare, 50.0, 10000.0),
             (Kind::Calibration, 70.0, 8000.0),
-            (Kind::Deadline, 74.0, 7900.0),
+            (Kind::Wasm(Stage::Deadline), 74.0, 7900.0),
             (Kind::Suite, 80.0, 7000.0),
         ]);
         assert_eq!(
@@ -270,6 +326,8 @@ mod tests {
         assert_eq!(word("suite overhead"), "MISS"); // 1.5× > 1.3×
         assert_eq!(word("proxied requests/s"), "MISS"); // 0.7× < 0.85×
         assert_eq!(word("each filter alone"), "NOT RUN"); // four filters were not measured
+        assert_eq!(word("rate-limit alone"), "NOT RUN");
+        assert_eq!(word("native suite overhead ≤ 1.5×"), "NOT RUN");
         assert_eq!(word("mesh_filters.wasm"), "PASS");
         assert_eq!(word("Envoy RSS"), "PASS"); // +20 MiB
         assert_eq!(word("start-up"), "MISS"); // +400 ms
@@ -281,5 +339,49 @@ mod tests {
             .iter()
             .filter(|c| c.target.contains("suite"))
             .all(|c| c.pass.is_none()));
+    }
+
+    #[test]
+    fn the_native_module_and_the_rate_limit_have_targets_of_their_own() {
+        let r = results(&[
+            (Kind::Bare, 50.0, 10000.0),
+            (Kind::Calibration, 70.0, 8000.0),
+            (Kind::Wasm(Stage::RateLimit), 75.0, 7800.0),
+            (Kind::NativeRbac, 57.0, 9800.0),
+            (Kind::NativeSuite, 58.0, 9500.0),
+        ]);
+        let sizes: Sizes = [(NATIVE_MODULE.to_owned(), 1_000_000)]
+            .into_iter()
+            .collect();
+        let c = checks(&r, &sizes, &Micro::new());
+        let check = |prefix: &str| c.iter().find(|c| c.target.starts_with(prefix)).unwrap();
+        // 25 / 20 µs.
+        assert_eq!(check("rate-limit alone").word(), "PASS");
+        // 8 / 7 µs, 8 / 20 µs, 9,500 / 10,000 requests/s.
+        let rbac = check("native suite overhead ≤ 1.5× native RBAC");
+        assert_eq!(rbac.word(), "PASS", "{rbac:?}");
+        assert!(rbac.measured.contains("h1 direct 1.14×"), "{rbac:?}");
+        assert_eq!(check("native suite overhead ≤ 0.5×").word(), "PASS");
+        assert_eq!(check("proxied requests/s with the native").word(), "PASS");
+        // The suite (wasm) was not measured, the native one was.
+        assert_eq!(check("suite overhead").word(), "NOT RUN");
+
+        let slow = results(&[
+            (Kind::Bare, 50.0, 10000.0),
+            (Kind::Calibration, 70.0, 8000.0),
+            (Kind::Wasm(Stage::RateLimit), 90.0, 7000.0),
+            (Kind::NativeSuite, 65.0, 8500.0),
+        ]);
+        let c = checks(&slow, &sizes, &Micro::new());
+        let word = |prefix: &str| {
+            c.iter()
+                .find(|c| c.target.starts_with(prefix))
+                .unwrap()
+                .word()
+        };
+        assert_eq!(word("rate-limit alone"), "MISS"); // 2×
+        assert_eq!(word("native suite overhead ≤ 1.5× native RBAC"), "NOT RUN");
+        assert_eq!(word("native suite overhead ≤ 0.5×"), "MISS"); // 0.75×
+        assert_eq!(word("proxied requests/s with the native"), "MISS"); // 0.85×
     }
 }

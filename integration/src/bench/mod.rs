@@ -1,6 +1,7 @@
-//! The per-request cost benchmark of `make bench` (the `bench` binary): what each filter, the
-//! suite and Envoy's native analogues cost in Envoy CPU time per request, next to bare Envoy and
-//! a calibration filter.
+//! The per-request cost benchmark of `make bench` (the `bench` binary): what each filter and the
+//! suite cost in Envoy CPU time per request, as wasm and as the native module
+//! `libmesh_filters.so`, and what Envoy's native analogues cost, next to bare Envoy and a
+//! calibration filter.
 //!
 //! # Set-up
 //!
@@ -74,8 +75,8 @@ pub use proc_stats::{cpu_ticks, criterion_estimate, envoy_version, vm_rss_kib};
 pub use render::{render_markdown, Machine};
 pub use results::{median, percentile, spread, Results, Run, Sample};
 pub use topology::{
-    client_bootstrap, client_cluster, http_filters, measured_bootstrap, measured_listener,
-    measured_routes, rbac_filter, static_cluster, Modules,
+    client_bootstrap, client_cluster, http_filters, local_rate_limit_filter, measured_bootstrap,
+    measured_listener, measured_routes, native_module_path, rbac_filter, static_cluster, Modules,
 };
 pub use upstream::{echoed_headers, serve as serve_upstream, GRPC_EMPTY_MESSAGE};
 pub use variant::{Protocol, Route, Variant};
@@ -96,6 +97,13 @@ pub const CALIBRATION_ROOT_ID: &str = "bench.calibration";
 pub const CALIBRATION_MODULE: &str = "mesh_bench_calibration";
 /// The suite's module name.
 pub const SUITE_MODULE: &str = "mesh_filters";
+/// The native module's name among the modules and their sizes: `libmesh_filters.so`, which
+/// Envoy finds in the directory [`NATIVE_SEARCH_PATH`] names.
+pub const NATIVE_MODULE: &str = "libmesh_filters";
+/// The environment variable that tells Envoy where dynamic modules are.
+pub const NATIVE_SEARCH_PATH: &str = "ENVOY_DYNAMIC_MODULES_SEARCH_PATH";
+/// The `stat_prefix` of Envoy's local rate limit on the measured listener.
+pub const LOCAL_RATE_LIMIT_PREFIX: &str = "bench_local_rate_limit";
 /// The headers every load-generator request carries.
 pub const LOAD_HEADERS: [(&str, &str); 2] =
     [("traceparent", TRACEPARENT), (CALIBRATION_HEADER, "1")];

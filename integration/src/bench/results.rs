@@ -135,11 +135,17 @@ impl Results {
 
     /// Overhead ÷ the calibration filter's overhead, per round.
     pub fn vs_calibration(&self, kind: Kind, v: Variant) -> Vec<f64> {
+        self.overhead_vs(kind, Kind::Calibration, v)
+    }
+
+    /// Overhead ÷ the overhead of `reference`, per round (rounds where the reference's
+    /// overhead is not above 0 have no ratio).
+    pub fn overhead_vs(&self, kind: Kind, reference: Kind, v: Variant) -> Vec<f64> {
         self.per_round(|r| {
             let bare = self.sample(r, Kind::Bare, v)?.cpu_per_request()?;
-            let cal = self.sample(r, Kind::Calibration, v)?.cpu_per_request()? - bare;
+            let theirs = self.sample(r, reference, v)?.cpu_per_request()? - bare;
             let own = self.sample(r, kind, v)?.cpu_per_request()? - bare;
-            (cal > 0.0).then(|| own / cal)
+            (theirs > 0.0).then(|| own / theirs)
         })
     }
 

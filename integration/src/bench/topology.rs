@@ -1,6 +1,8 @@
 //! The bootstraps of a run: the measured Envoy (an mTLS listener with `/direct` and `/proxied`,
 //! the configuration's HTTP filters, a cluster to the upstream) and the client Envoy that
-//! originates mTLS with the client SVID and keeps the downstream protocol.
+//! originates mTLS with the client SVID and keeps the downstream protocol. Our filters enter
+//! through the harness's builders: [`bootstrap::wasm_filter`] for the wasm modules,
+//! [`bootstrap::native_filter`] for `libmesh_filters.so`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,10 +11,11 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use super::{
-    suite_config, Kind, Stage, CALIBRATION_MODULE, CALIBRATION_ROOT_ID, CLIENT_ID, STAT_PREFIX,
-    SUITE_MODULE,
+    suite_config, Kind, Stage, CALIBRATION_MODULE, CALIBRATION_ROOT_ID, CLIENT_ID,
+    LOCAL_RATE_LIMIT_PREFIX, NATIVE_MODULE, NATIVE_SEARCH_PATH, STAT_PREFIX, SUITE_MODULE,
 };
 use crate::bootstrap::{self, Plugin, TlsFiles};
+use crate::envoy;
 
 /// One of our wasm modules as an HTTP filter in a VM of its own (`vm_id` = root_id), so the
 /// chained filters are one VM each, as the filters' READMEs configure them.
@@ -37,10 +40,42 @@ pub fn rbac_filter(principal: &str) -> Value {
     })
 }
 
-/// Where the modules are: `module name → path`.
+/// Envoy's local rate limit with a token bucket that never runs dry (a million tokens, a
+/// million more every second), enabled and enforced on every request.
+pub fn local_rate_limit_filter() -> Value {
+    let all = json!({"numerator": 100, "denominator": "HUNDRED"});
+    json!({
+        "name": "envoy.filters.http.local_ratelimit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "stat_prefix": LOCAL_RATE_LIMIT_PREFIX,
+            "token_bucket": {"max_tokens": 1_000_000, "tokens_per_fill": 1_000_000, "fill_interval": "1s"},
+            "filter_enabled": {"runtime_key": "bench_local_rate_limit_enabled", "default_value": all},
+            "filter_enforced": {"runtime_key": "bench_local_rate_limit_enforced", "default_value": all}
+        }
+    })
+}
+
+/// Where the modules are: `module name → path` (`.wasm` files, and [`NATIVE_MODULE`]'s `.so`).
 pub type Modules = BTreeMap<String, PathBuf>;
 
+/// Where `libmesh_filters.so` is: in `$ENVOY_DYNAMIC_MODULES_SEARCH_PATH` when that is set,
+/// else where `make build` puts it (`target/native`, `$CARGO_TARGET_DIR` if set), whether it
+/// has been built or not.
+pub fn native_module_path() -> PathBuf {
+    let dir = std::env::var_os(NATIVE_SEARCH_PATH)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| envoy::workspace_root().join("target"))
+                .join("native")
+        });
+    dir.join(format!("{NATIVE_MODULE}.so"))
+}
+
 /// The HTTP filters of a configuration (the router is appended by [`bootstrap::listener`]).
+/// The native module is loaded by name: Envoy finds it through [`NATIVE_SEARCH_PATH`].
 pub fn http_filters(kind: Kind, modules: &Modules) -> Result<Vec<Value>, String> {
     let module = |name: &str| {
         modules
@@ -51,13 +86,14 @@ pub fn http_filters(kind: Kind, modules: &Modules) -> Result<Vec<Value>, String>
     Ok(match kind {
         Kind::Bare | Kind::NativeRouteTimeout => vec![],
         Kind::NativeRbac => vec![rbac_filter(CLIENT_ID)],
+        Kind::NativeLocalRateLimit => vec![local_rate_limit_filter()],
         Kind::Calibration => vec![wasm_filter(
             CALIBRATION_ROOT_ID,
             &module(CALIBRATION_MODULE)?,
             &json!({}),
         )],
         Kind::Suite => vec![wasm_filter("mesh", &module(SUITE_MODULE)?, &suite_config())],
-        Kind::FiveFilters => Stage::ALL
+        Kind::Chain => Stage::ALL
             .iter()
             .map(|s| {
                 Ok(wasm_filter(
@@ -67,14 +103,18 @@ pub fn http_filters(kind: Kind, modules: &Modules) -> Result<Vec<Value>, String>
                 ))
             })
             .collect::<Result<Vec<Value>, String>>()?,
-        k => match k.stage() {
-            Some(s) => vec![wasm_filter(
-                &s.root_id(),
-                &module(&s.module())?,
-                &s.config(),
-            )],
-            None => vec![],
-        },
+        Kind::Wasm(s) => vec![wasm_filter(
+            &s.root_id(),
+            &module(&s.module())?,
+            &s.config(),
+        )],
+        Kind::NativeStage(_) | Kind::NativeSuite => {
+            if !modules.contains_key(NATIVE_MODULE) {
+                return Err(format!("{NATIVE_MODULE}.so is missing"));
+            }
+            let config = kind.suite_config().unwrap_or_default();
+            vec![bootstrap::native_filter("mesh", &config.to_string())]
+        }
     })
 }
 

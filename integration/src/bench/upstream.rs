@@ -1,9 +1,10 @@
 //! The upstream of the proxied routes: the harness's server skeleton ([`crate::server`]) with
 //! the smallest answers that keep the load core free for the load. It answers `ok` to
 //! everything, HTTP/1.1 and h2c on one port; a path ending in `/echo` answers with the request
-//! headers it received, as JSON (`{"headers": [[name, value], …]}`, in arrival order); a gRPC
-//! request (`content-type: application/grpc*`) gets an empty message and `grpc-status: 0` in
-//! trailers.
+//! headers it received, as JSON (`{"headers": [[name, value], …]}`, in arrival order); a path
+//! ending in `/fail` is answered `503` (the functional check's failed call, which the breaker
+//! counts); a gRPC request (`content-type: application/grpc*`) gets an empty message and
+//! `grpc-status: 0` in trailers.
 //!
 //! It records nothing: the demo service ([`crate::upstream`]) keeps every request, which a
 //! benchmark's millions of requests would turn into memory and work on the load core.
@@ -48,6 +49,11 @@ async fn answer(_: Arc<()>, req: Request<Incoming>) -> Result<Response<Body>, In
             .insert("content-type", HeaderValue::from_static("application/grpc"));
         return Ok(response);
     }
+    if req.uri().path().ends_with("/fail") {
+        let mut response = Response::new(Full::new(Bytes::from_static(b"fail\n")).boxed());
+        *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        return Ok(response);
+    }
     let body = if req.uri().path().ends_with("/echo") {
         let headers: Vec<Value> = req
             .headers()
@@ -84,7 +90,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn echo_ok_and_grpc_are_answered() {
+    async fn echo_ok_fail_and_grpc_are_answered() {
         let server = serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = server.addr();
         let echo = client::get(addr, "/proxied/echo", &[("x-spiffe-id", "spiffe://a/b")])
@@ -94,6 +100,8 @@ mod tests {
         assert!(headers.contains(&("x-spiffe-id".to_owned(), "spiffe://a/b".to_owned())));
         let ok = client::get(addr, "/proxied", &[]).await.unwrap();
         assert_eq!((ok.status, ok.text().as_str()), (200, "ok\n"));
+        let fail = client::get(addr, "/proxied/fail", &[]).await.unwrap();
+        assert_eq!(fail.status, 503);
         assert!(echoed_headers(&ok).is_err());
         let grpc = client::grpc_h2(
             addr,
