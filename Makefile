@@ -25,6 +25,7 @@ toolchain:
 
 build: toolchain
 	@for f in $(FILTERS); do cargo build --release --target wasm32-wasip1 -p $$f; done
+	@scripts/wasm-opt.sh $(addprefix $(WASM_DIR)/,mesh_deadline.wasm mesh_circuit_breaker.wasm mesh_retry_budget.wasm mesh_spiffe_identity.wasm mesh_trace_propagation.wasm mesh_rate_limit.wasm mesh_filters.wasm)
 	@ls -l $(WASM_DIR)/*.wasm | awk '{print "built " $$NF " (" $$5 " bytes)"}'
 ifeq ($(NATIVE_BUILD),yes)
 	@cargo build --profile native -p mesh-suite --features native
@@ -50,6 +51,11 @@ test-unit:
 test-wasm: toolchain
 	scripts/wasm-test.sh
 
+# The end-to-end test files that run under both runtimes: every file and directory of
+# integration/tests but the harness's self-tests, the native-vs-wasm comparisons, the wasm
+# module's rollouts (a .wasm upgrade, the VM's failure_policy) and compose/.
+NATIVE_E2E := $(foreach t,$(sort $(basename $(notdir $(wildcard integration/tests/*.rs))) $(notdir $(patsubst %/,%,$(dir $(wildcard integration/tests/*/main.rs))))),$(if $(filter %_selftest native compose rollout,$(t)),,--test $(t)))
+
 # ENVOY_DYNAMIC_MODULES_SEARCH_PATH: where Envoy finds libmesh_filters.so (the shipped
 # envoy/demo-native.yaml names it).
 test-integration: build envoy
@@ -57,9 +63,16 @@ test-integration: build envoy
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" PROMTOOL="$$(scripts/ensure-tools.sh promtool:prometheus)" \
 		ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$(CURDIR)/$(NATIVE_DIR)" \
 		cargo test -p mesh-integration --tests -- --test-threads 4
+	# The same end-to-end tests again on libmesh_filters.so: MESH_RUNTIME=native adapts every
+	# bootstrap as a user switching modules would (integration/src/runtime.rs). Not the harness's
+	# self-tests (no filter of ours in them) nor tests/native.rs (it compares the two itself).
+	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" PROMTOOL="$$(scripts/ensure-tools.sh promtool:prometheus)" \
+		ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$(CURDIR)/$(NATIVE_DIR)" MESH_RUNTIME=native \
+		cargo test -p mesh-integration $(NATIVE_E2E) -- --test-threads 4
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo test -p mesh-filters-cli --tests
-	# libmesh_filters.so in the real Envoy (the tests build it, and a test-panic variant).
-	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo test -p mesh-native
+	# The native module's unit tests (test-unit excludes mesh-native); libmesh_filters.so in the
+	# real Envoy is mesh-integration's (tests/native.rs builds its test-panic variant).
+	cargo test -p mesh-native --lib
 
 bench: build envoy
 	cargo build --release --target wasm32-wasip1 -p mesh-bench-calibration

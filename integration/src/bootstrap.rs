@@ -144,12 +144,18 @@ pub fn wasm_filter(filter: &str, wasm: &Path, plugin: impl Into<Plugin>) -> Valu
 /// `name` is the filter's name in `http_filters`, the key of its per-route configuration.
 /// Metrics appear as `envoy_mesh_<stage>_<stat>` (the `mesh` metrics namespace).
 pub fn native_filter(name: &str, configuration: &str) -> Value {
+    native_stage_filter(name, "suite", configuration)
+}
+
+/// The native module running what `filter_name` names: `suite`, or one stage alone by its
+/// name (`mesh.deadline`), configured as that stage's single-stage wasm module is.
+pub fn native_stage_filter(name: &str, filter_name: &str, configuration: &str) -> Value {
     json!({
         "name": name,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
             "dynamic_module_config": {"name": "mesh_filters", "metrics_namespace": "mesh"},
-            "filter_name": "suite",
+            "filter_name": filter_name,
             "filter_config": {
                 "@type": "type.googleapis.com/google.protobuf.StringValue",
                 "value": configuration

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::http_get;
 use crate::metrics::{self, Metrics};
+use crate::runtime::Runtime;
 use crate::tempdir;
 use crate::wait::WAIT;
 use crate::Error;
@@ -44,6 +45,15 @@ pub fn wasm_path(name: &str) -> PathBuf {
     target
         .join("wasm32-wasip1/release")
         .join(format!("{name}.wasm"))
+}
+
+/// The directory of the built native module, `target/native` (`$CARGO_TARGET_DIR` if set):
+/// what `ENVOY_DYNAMIC_MODULES_SEARCH_PATH` names for Envoy, unless the caller set it.
+pub fn native_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("native")
 }
 
 /// [`wasm_path`]; fails with the command to run when the module has not been built.
@@ -273,8 +283,10 @@ impl Envoy {
     }
 
     /// The `/stats/prometheus` page as text.
+    /// Under the native runtime, the module's metrics (`envoy_mesh_*`) appear by the wasm
+    /// module's names (`mesh_*`): see [`crate::runtime`].
     pub fn prometheus(&self) -> Result<String, Error> {
-        Ok(self.admin_get("/stats/prometheus")?.1)
+        Ok(metrics::for_runtime(self.admin_get("/stats/prometheus")?.1))
     }
 
     /// The `/stats/prometheus` page, parsed: see [`Metrics`].
@@ -391,6 +403,8 @@ impl Drop for Envoy {
 }
 
 fn spawn(dir: &tempdir::Dir, bootstrap: &str, opts: &Options) -> Result<Child, Error> {
+    let adapted = for_runtime(bootstrap)?;
+    let bootstrap = adapted.as_deref().unwrap_or(bootstrap);
     check_modules(bootstrap)?;
     let config = dir.path().join("envoy.yaml");
     std::fs::write(&config, bootstrap)?;
@@ -406,6 +420,11 @@ fn spawn(dir: &tempdir::Dir, bootstrap: &str, opts: &Options) -> Result<Child, E
         .arg("-l")
         .arg("info")
         .current_dir(workspace_root())
+        .env(
+            "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
+            std::env::var_os("ENVOY_DYNAMIC_MODULES_SEARCH_PATH")
+                .unwrap_or_else(|| native_dir().into_os_string()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         // stderr, not --log-path: Envoy buffers its log file and flushes only errors at once.
@@ -422,6 +441,24 @@ fn spawn(dir: &tempdir::Dir, bootstrap: &str, opts: &Options) -> Result<Child, E
         )
         .into()
     })
+}
+
+/// The bootstrap text for this process's runtime ([`crate::runtime`]): `None` when it is the
+/// text as given (the wasm runtime, or no wasm filter of ours in it).
+fn for_runtime(bootstrap: &str) -> Result<Option<String>, Error> {
+    if Runtime::current() == Runtime::Wasm || !bootstrap.contains("filters.http.wasm.v3.Wasm") {
+        return Ok(None);
+    }
+    // Text Envoy itself cannot read is Envoy's to refuse.
+    let Ok(mut doc) = serde_yaml::from_str::<serde_json::Value>(bootstrap) else {
+        return Ok(None);
+    };
+    crate::runtime::to_native(&mut doc);
+    let so = native_dir().join("libmesh_filters.so");
+    if !so.is_file() {
+        return Err(missing_module(&so));
+    }
+    Ok(Some(serde_json::to_string_pretty(&doc)?))
 }
 
 fn read_log(dir: &Path) -> String {

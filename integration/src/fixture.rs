@@ -207,8 +207,11 @@ pub fn demo_leaf(name: &str) -> std::result::Result<Leaf, Error> {
 }
 
 /// `envoy/demo.yaml` as shipped, its listeners and admin on free ports and its three services
-/// (`auth`, `learner`, `events`) at these addresses' ports.
+/// (`auth`, `learner`, `events`) at these addresses' ports. The config names the demo's
+/// certificates by path (`.run/certs`, as `make run` makes them), so they are made first: on a
+/// clean clone nothing else has.
 pub fn demo_config(auth: SocketAddr, learner: SocketAddr, events: SocketAddr) -> Result<String> {
+    demo_certs()?;
     let mut text = std::fs::read_to_string(workspace_root().join("envoy/demo.yaml"))?;
     for (port, to) in [
         ("10000", 0),

@@ -41,6 +41,10 @@
 //!   SVID's for an Envoy that originates mTLS: [`certs::Pki::client_files`]).
 //! * [`broken`]: the corpus of invalid configurations, each as a minimal bootstrap.
 //! * [`load`]: open-loop load at a fixed request rate, one connection per request.
+//! * [`runtime`]: `MESH_RUNTIME=wasm|native`: the same tests on the wasm modules or on
+//!   `libmesh_filters.so`, the bootstrap adapted as a user switching modules would.
+//! * [`native`]: what only the native module's own tests need: a per-route configuration as
+//!   raw text, its metrics by their own names, a test build loaded from its file.
 //! * [`tempdir`]: a temporary directory removed on drop.
 //! * [`bench`](mod@bench): `make bench`, a module per concern (parameters, variants, the
 //!   configurations measured in both runtimes, the bootstraps, [`bench::driver`] for one measured
@@ -59,8 +63,10 @@ pub mod envoy;
 pub mod fixture;
 pub mod load;
 pub mod metrics;
+pub mod native;
 pub mod otlp_receiver;
 pub mod profile;
+pub mod runtime;
 pub mod server;
 pub mod soak;
 pub mod tempdir;

@@ -305,7 +305,16 @@ pub async fn scrape(admin: SocketAddr, filter: Option<&str>) -> Result<Metrics, 
     if response.status != 200 {
         return Err(format!("{path} on {admin}: status {}", response.status).into());
     }
-    Ok(Metrics::parse(&response.text()))
+    Ok(Metrics::parse(&for_runtime(response.text())))
+}
+
+/// The page with the native module's metric names as the wasm module's under the native runtime
+/// ([`crate::runtime`]), so that one assertion reads both.
+pub fn for_runtime(page: String) -> String {
+    match crate::runtime::Runtime::current() {
+        crate::runtime::Runtime::Wasm => page,
+        crate::runtime::Runtime::Native => crate::runtime::wasm_metric_names(&page),
+    }
 }
 
 /// Scrapes `admin` until `check` returns a value, at most for `timeout`. On timeout the error

@@ -36,7 +36,7 @@ pub struct CircuitBreaker;
 /// What one request carries from admission to its end.
 #[derive(Default)]
 pub struct State {
-    key: String,
+    key: Option<std::rc::Rc<str>>,
     label: Label,
     admission: Option<Admission>,
     start_us: u64,
@@ -67,7 +67,7 @@ impl Stage for CircuitBreaker {
 
     fn on_request_headers(&self, cx: &mut Cx<'_, Self>) -> Flow {
         let label = cx.config.scope.label(cx.ex);
-        let key = label.key(Self::NAME);
+        let key = cx.state_key(&label);
         let settings = cx.config.settings();
         let now = cx.ex.now_us();
         let decided = update(cx.host(), &key, CAS_TRIES, |bytes| {
@@ -112,7 +112,7 @@ impl Stage for CircuitBreaker {
             }
             admitted => {
                 *cx.state = State {
-                    key,
+                    key: Some(key),
                     label,
                     admission: Some(admitted),
                     start_us: now,
@@ -126,7 +126,9 @@ impl Stage for CircuitBreaker {
         let Some(admission) = cx.state.admission else {
             return;
         };
-        let key = std::mem::take(&mut cx.state.key);
+        let Some(key) = cx.state.key.take() else {
+            return;
+        };
         let label = std::mem::take(&mut cx.state.label);
         let stats = cx.stats_for(&label);
         if cx.ex.is_our_local_reply() {

@@ -36,6 +36,8 @@ pub enum Property {
     RouteName,
     /// `xds.cluster_name`: the upstream cluster the router picked.
     ClusterName,
+    /// `connection.id`: the downstream connection, unique in the process.
+    ConnectionId,
     /// `request.time`: when Envoy received the request, nanoseconds since the Unix epoch.
     RequestTime,
     /// `connection.mtls`: the client presented a certificate Envoy verified.
@@ -58,9 +60,10 @@ pub enum Property {
 
 impl Property {
     /// Every property, in index order.
-    pub const ALL: [Property; 11] = [
+    pub const ALL: [Property; 12] = [
         Property::RouteName,
         Property::ClusterName,
+        Property::ConnectionId,
         Property::RequestTime,
         Property::Mtls,
         Property::PeerUriSan,
@@ -82,6 +85,7 @@ impl Property {
         match self {
             Property::RouteName => &["xds", "route_name"],
             Property::ClusterName => &["xds", "cluster_name"],
+            Property::ConnectionId => &["connection", "id"],
             Property::RequestTime => &["request", "time"],
             Property::Mtls => &["connection", "mtls"],
             Property::PeerUriSan => &["connection", "uri_san_peer_certificate"],

@@ -31,6 +31,7 @@
 )]
 
 pub mod config;
+pub mod hash;
 pub mod host;
 pub mod metrics;
 pub mod proto;

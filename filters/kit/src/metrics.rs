@@ -17,8 +17,8 @@
 //! come from configuration (route and cluster names), never from requests; characters other than
 //! `[A-Za-z0-9_-]` become `_`, and an empty name is `unnamed`.
 
+use crate::hash::FxHashMap;
 use crate::host::{Host, MetricKind, MetricName};
-use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
@@ -142,7 +142,8 @@ impl<K: StatSet> StatsCache<K> {
         StatsCache {
             ids: IdsByLabel {
                 prefix,
-                by_label: HashMap::new(),
+                by_label: FxHashMap::default(),
+                len: 0,
             },
             kind: PhantomData,
         }
@@ -157,9 +158,14 @@ impl<K: StatSet> StatsCache<K> {
     }
 }
 
+/// One label's metric ids, by stat index (`None`: the host refused to define it).
+type Ids = Rc<[Option<u32>]>;
+
 struct IdsByLabel {
     prefix: &'static str,
-    by_label: HashMap<(&'static str, String), Rc<[Option<u32>]>>,
+    /// Label name (`route`, `cluster`) → label value → ids: looked up without allocating.
+    by_label: FxHashMap<&'static str, FxHashMap<String, Ids>>,
+    len: usize,
 }
 
 impl IdsByLabel {
@@ -170,7 +176,7 @@ impl IdsByLabel {
         label: &'static str,
         value: &str,
     ) -> Rc<[Option<u32>]> {
-        if let Some(ids) = self.by_label.get(&(label, value.to_string())) {
+        if let Some(ids) = self.by_label.get(label).and_then(|m| m.get(value)) {
             return Rc::clone(ids);
         }
         let safe = label_value(value);
@@ -185,11 +191,15 @@ impl IdsByLabel {
                 host.define_metric(s.kind, &name)
             })
             .collect();
-        if self.by_label.len() >= MAX_LABELS {
+        if self.len >= MAX_LABELS {
             self.by_label.clear();
+            self.len = 0;
         }
+        self.len += 1;
         self.by_label
-            .insert((label, value.to_string()), Rc::clone(&ids));
+            .entry(label)
+            .or_default()
+            .insert(value.to_string(), Rc::clone(&ids));
         ids
     }
 }

@@ -37,6 +37,8 @@ pub struct Reply {
     pub retry_after: Option<Duration>,
     /// Adds `ErrorInfo{reason: error, domain: filter}` to the gRPC status details.
     pub error_info: bool,
+    /// More response headers, on the HTTP and the gRPC form (the rate limit's RateLimit fields).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -53,7 +55,16 @@ impl Reply {
             message: message.into(),
             retry_after: None,
             error_info: false,
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a response header to the reply, whichever form it takes. Set here, not in the
+    /// response phase: whether a filter sees the response of its own local reply differs
+    /// between Envoy's wasm and dynamic-module filters.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
     }
 
     pub fn with_retry_after(mut self, d: Duration) -> Self {
@@ -75,6 +86,7 @@ impl Reply {
                     self.status_details(filter),
                 ));
             }
+            headers.extend(self.extra_headers());
             return Rendered::Grpc {
                 status: self.grpc_status as u32,
                 message: self.message.clone(),
@@ -84,6 +96,7 @@ impl Reply {
         if let Some(d) = self.retry_after {
             headers.push(("retry-after".into(), retry_after_seconds(d).to_string()));
         }
+        headers.extend(self.extra_headers());
         headers.push(("content-type".into(), "application/json".into()));
         let body =
             serde_json::json!({"error": self.error, "message": self.message, "filter": filter});
@@ -92,6 +105,12 @@ impl Reply {
             headers,
             body: body.to_string().into_bytes(),
         }
+    }
+
+    fn extra_headers(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
     }
 
     /// base64 (padded, as gRPC's `-bin` headers) of `google.rpc.Status`.

@@ -34,11 +34,20 @@ pub enum Scope {
 }
 
 /// The route or cluster one request's state belongs to; also the label of its metrics.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Label {
     /// `route` or `cluster`.
     pub kind: &'static str,
-    pub name: String,
+    pub name: std::rc::Rc<str>,
+}
+
+impl Default for Label {
+    fn default() -> Self {
+        Label {
+            kind: "route",
+            name: std::rc::Rc::from(""),
+        }
+    }
 }
 
 impl Scope {
@@ -48,7 +57,7 @@ impl Scope {
         match self {
             Scope::Route => Label {
                 kind: "route",
-                name: ex.route().to_string(),
+                name: ex.route_name(),
             },
             Scope::Cluster => Label {
                 kind: "cluster",

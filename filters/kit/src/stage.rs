@@ -20,6 +20,7 @@
 //! proxy-wasm glue is [`crate::wasm`]; the native glue is the `mesh-native` crate.
 
 use crate::config::{from_value, parse_json, ConfigError, Schema, Validate};
+use crate::hash::FxHashMap;
 use crate::host::{le_u64, unix_us, Host, Property};
 use crate::metrics::{StatSet, Stats, StatsCache};
 use crate::reply::{is_grpc, Reply};
@@ -118,6 +119,7 @@ pub struct Cx<'a, S: Stage> {
     /// The route's configuration for this stage is invalid; `config` is the plugin's.
     pub route_config_invalid: bool,
     all_stats: &'a RefCell<StatsCache<S::Stat>>,
+    keys: &'a RefCell<FxHashMap<Label, Rc<str>>>,
 }
 
 impl<S: Stage> Cx<'_, S> {
@@ -133,6 +135,20 @@ impl<S: Stage> Cx<'_, S> {
             .borrow_mut()
             .get(self.ex.host(), label.kind, &label.name)
     }
+    /// The shared-data key of this stage's state under `label` (`mesh.retry_budget:route:auth`),
+    /// made once per label.
+    pub fn state_key(&self, label: &Label) -> Rc<str> {
+        let mut keys = self.keys.borrow_mut();
+        if let Some(k) = keys.get(label) {
+            return Rc::clone(k);
+        }
+        if keys.len() >= crate::metrics::MAX_LABELS {
+            keys.clear();
+        }
+        let key: Rc<str> = Rc::from(label.key(S::NAME));
+        keys.insert(label.clone(), Rc::clone(&key));
+        key
+    }
 }
 
 /// The request as every stage sees it: headers read once, the route name read once, the clock
@@ -142,7 +158,7 @@ impl<S: Stage> Cx<'_, S> {
 pub struct Exchange {
     host: Rc<dyn Host>,
     headers: Vec<(String, String)>,
-    route: Option<String>,
+    route: Option<Rc<str>>,
     grpc: bool,
     now: Cell<Option<SystemTime>>,
     properties: RefCell<[Option<Option<Vec<u8>>>; Property::ALL.len()]>,
@@ -228,14 +244,23 @@ impl Exchange {
 
     /// The route name (`xds.route_name`), read on first use; empty when the route has none.
     pub fn route(&mut self) -> &str {
+        self.route_rc_ref()
+    }
+
+    /// The route name, shared (no copy).
+    pub fn route_name(&mut self) -> Rc<str> {
+        Rc::clone(self.route_rc_ref())
+    }
+
+    fn route_rc_ref(&mut self) -> &Rc<str> {
         if self.route.is_none() {
-            let name = self
+            let name: Rc<str> = self
                 .property(Property::RouteName)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
+                .map(|b| Rc::from(String::from_utf8_lossy(&b).as_ref()))
+                .unwrap_or_else(|| Rc::from(""));
             self.route = Some(name);
         }
-        self.route.as_deref().unwrap_or_default()
+        self.route.get_or_insert_with(|| Rc::from(""))
     }
 
     pub fn is_grpc(&self) -> bool {
@@ -245,10 +270,10 @@ impl Exchange {
     /// The upstream cluster of the route (`xds.cluster_name`, which Envoy resolves before the
     /// router runs); the route name when Envoy does not say, so a per-cluster scope degrades to
     /// per-route rather than to one shared key.
-    pub fn cluster(&mut self) -> String {
+    pub fn cluster(&mut self) -> Rc<str> {
         match self.property(Property::ClusterName) {
-            Some(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
-            _ => self.route().to_string(),
+            Some(b) if !b.is_empty() => Rc::from(String::from_utf8_lossy(&b).as_ref()),
+            _ => self.route_name(),
         }
     }
 
@@ -382,6 +407,7 @@ impl<S: Stage> AnyStage for S {
             stage: self,
             routes: RefCell::new(RouteCache::new(json.clone(), config)),
             stats: RefCell::new(StatsCache::new(S::NAME)),
+            keys: RefCell::new(FxHashMap::default()),
         }))
     }
 }
@@ -389,8 +415,11 @@ impl<S: Stage> AnyStage for S {
 /// A configured stage on one thread, with its per-route config cache and stats.
 pub struct Slot<S: Stage> {
     stage: Arc<S>,
-    routes: RefCell<RouteCache<S::Config>>,
+    /// Per route: the effective configuration and the route's metric ids, one lookup.
+    routes: RefCell<RouteCache<S::Config, Stats<S::Stat>>>,
     stats: RefCell<StatsCache<S::Stat>>,
+    /// Shared-data keys by label ([`Cx::state_key`]), built once.
+    keys: RefCell<FxHashMap<Label, Rc<str>>>,
 }
 
 /// Object-safe face of a [`Slot`] for the request path.
@@ -429,13 +458,16 @@ impl<S: Stage> AnySlot for Slot<S> {
     }
 
     fn start(self: Rc<Self>, ex: &mut Exchange) -> Option<Box<dyn Run>> {
-        let route = ex.route().to_string();
+        let route = ex.route_name();
         let host = Rc::clone(&ex.host);
-        let lookup = self
-            .routes
-            .borrow_mut()
-            .get(&route, || host.route_config(S::NAME));
-        let stats = self.stats.borrow_mut().get(&*host, "route", &route);
+        let now_us = ex.now_us();
+        let lookup = self.routes.borrow_mut().get_with(
+            &route,
+            now_us,
+            || host.route_config(S::NAME),
+            || self.stats.borrow_mut().get(&*host, "route", &route),
+        );
+        let stats = lookup.extra;
         let (config, mode) = match lookup.config {
             RouteConfig::Disabled => {
                 self.stage.on_disabled_route(ex);
@@ -476,6 +508,7 @@ impl<S: Stage> RunOf<S> {
             stats: &self.stats,
             route_config_invalid: matches!(self.mode, Mode::Fallback),
             all_stats: &self.slot.stats,
+            keys: &self.slot.keys,
         };
         (&*self.slot.stage, cx)
     }

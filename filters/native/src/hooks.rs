@@ -44,16 +44,18 @@ pub fn program_init() -> *const c_char {
 pub unsafe fn http_filter_config_new(
     module: &Module,
     envoy: HttpFilterConfigEnvoyPtr,
-    _name: EnvoyBuffer,
+    name: EnvoyBuffer,
     config: EnvoyBuffer,
 ) -> HttpFilterConfigModulePtr {
     guard("http_filter_config_new", core::ptr::null(), || {
-        // SAFETY: the hook's argument, copied during the hook.
+        // SAFETY: the hook's arguments, copied during the hook.
         let bytes = unsafe { ffi::copy_buffer(config) };
+        // SAFETY: as above.
+        let name = unsafe { ffi::copy_buffer(name) };
         // SAFETY: Envoy's config pointer, used on the main thread until config_destroy (the
         // config keeps it for its ticks and callouts, which run on the main thread).
         let envoy = unsafe { ConfigPtr::new(envoy) };
-        match Config::new(module, envoy, &bytes) {
+        match Config::new(module, envoy, &String::from_utf8_lossy(&name), &bytes) {
             Ok(config) => ffi::into_module_ptr(Box::new(config)),
             Err(line) => {
                 log::error!("{line}");

@@ -45,6 +45,33 @@ static LABELS_MISMATCH: AtomicBool = AtomicBool::new(false);
 static NO_STREAM_CALLS: AtomicBool = AtomicBool::new(false);
 
 /// Resolves a handle and makes the update with `apply` (a stream's or the config's updater).
+/// A run-time `define_metric`; a handle new on this thread gets its series made at 0 at once
+/// ([`metrics::zero`]), as the wasm module's metrics appear when defined.
+fn define(
+    table: &MetricTable,
+    handles: &RefCell<ThreadHandles>,
+    kind: MetricKind,
+    name: &MetricName<'_>,
+    apply: impl FnOnce(crate::ffi::MetricOp, usize, Option<&str>, u64) -> crate::abi::MetricsResult,
+) -> Option<u32> {
+    let (id, new) = {
+        let mut h = handles.borrow_mut();
+        let before = h.len();
+        let id = h.define(table, kind, name)?;
+        (id, h.len() > before)
+    };
+    if new {
+        update(
+            table,
+            handles,
+            id,
+            |kind| Some((metrics::zero(kind), 0)),
+            apply,
+        );
+    }
+    Some(id)
+}
+
 fn update(
     table: &MetricTable,
     handles: &RefCell<ThreadHandles>,
@@ -193,6 +220,7 @@ impl Host for StreamHost {
         match property {
             Property::RouteName => self.string(AttributeId::XDS_ROUTE_NAME),
             Property::ClusterName => self.string(AttributeId::XDS_CLUSTER_NAME),
+            Property::ConnectionId => self.int(AttributeId::CONNECTION_ID),
             Property::RequestTime => Some(unix_nanos(self.started).to_le_bytes().to_vec()),
             Property::Mtls => self
                 .stream
@@ -256,9 +284,14 @@ impl Host for StreamHost {
     }
 
     fn define_metric(&self, kind: MetricKind, name: &MetricName<'_>) -> Option<u32> {
-        self.handles
-            .borrow_mut()
-            .define(&self.shared.metrics, kind, name)
+        let stream = self.stream;
+        define(
+            &self.shared.metrics,
+            &self.handles,
+            kind,
+            name,
+            |op, envoy_id, label, v| stream.metric(op, envoy_id, label, v),
+        )
     }
 
     fn increment_metric(&self, id: u32, delta: i64) {
@@ -373,9 +406,14 @@ impl Host for MainHost {
     fn send_reply(&self, _: &Rendered) {}
 
     fn define_metric(&self, kind: MetricKind, name: &MetricName<'_>) -> Option<u32> {
-        self.handles
-            .borrow_mut()
-            .define(&self.shared.metrics, kind, name)
+        let config = self.config();
+        define(
+            &self.shared.metrics,
+            &self.handles,
+            kind,
+            name,
+            |op, envoy_id, label, v| config.metric(op, envoy_id, label, v),
+        )
     }
 
     fn increment_metric(&self, id: u32, delta: i64) {

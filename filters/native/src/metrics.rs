@@ -183,6 +183,16 @@ impl ThreadHandles {
         Some(id)
     }
 
+    /// How many per-thread handles there are.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// No per-thread handle yet.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// The family and label value of a handle (static or this thread's).
     pub fn resolve<'a>(
         &'a self,
@@ -205,6 +215,16 @@ pub fn increment(kind: MetricKind, delta: i64) -> Option<(MetricOp, u64)> {
         (MetricKind::Counter, _) => None,
         (MetricKind::Gauge, d) if d > 0 => Some((MetricOp::GaugeAdd, d.unsigned_abs())),
         (MetricKind::Gauge, d) => Some((MetricOp::GaugeSub, d.unsigned_abs())),
+    }
+}
+
+/// The update that makes a metric's series exist without changing it (adding 0): a wasm
+/// `define_metric` shows the metric at 0 at once, Envoy shows a labelled series only once it has
+/// been updated.
+pub fn zero(kind: MetricKind) -> MetricOp {
+    match kind {
+        MetricKind::Counter => MetricOp::CounterAdd,
+        MetricKind::Gauge => MetricOp::GaugeAdd,
     }
 }
 

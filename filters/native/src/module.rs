@@ -72,14 +72,26 @@ static NEXT_CONFIG: AtomicU64 = AtomicU64::new(1);
 
 impl Config {
     /// Parses and builds a plugin configuration (main thread, inside config_new); the error is
-    /// the line to log before refusing it.
-    pub fn new(module: &Module, envoy: ConfigPtr, bytes: &[u8]) -> Result<Config, String> {
+    /// the line to log before refusing it. `filter_name` picks what runs: a stage's name
+    /// (`mesh.deadline`) runs that stage alone on its own configuration, as its single-stage
+    /// wasm module (`mesh_deadline.wasm`) does, and logs under that name; anything else
+    /// (`suite`) is the suite, configured with one section per stage.
+    pub fn new(
+        module: &Module,
+        envoy: ConfigPtr,
+        filter_name: &str,
+        bytes: &[u8],
+    ) -> Result<Config, String> {
+        let (name, factory) = match module.stages.iter().find(|e| e.name == filter_name) {
+            Some(stage) => (stage.name, stage.single),
+            None => (module.name, module.factory),
+        };
         #[cfg(feature = "test-panic")]
-        let (stripped, test_panic) = test_panic::strip(module.name, bytes)?;
+        let (stripped, test_panic) = test_panic::strip(name, bytes)?;
         #[cfg(feature = "test-panic")]
         let bytes = stripped.as_slice();
         let host = ConfigHost::new(envoy);
-        let configured = Configured::new(module.name, module.factory, bytes, &host)?;
+        let configured = Configured::new(name, factory, bytes, &host)?;
         for built in configured.stages.iter() {
             let Some(entry) = module.stages.iter().find(|e| e.name == built.stage.name()) else {
                 continue;

@@ -62,18 +62,12 @@ impl RateLimit {
     }
 }
 
-/// What a rejected request carries to its response headers: the two RateLimit field values.
-#[derive(Default)]
-pub struct State {
-    fields: Option<(String, String)>,
-}
-
 impl Stage for RateLimit {
     const NAME: &'static str = "mesh.rate_limit";
     type Stat = Stat;
 
     type Config = Config;
-    type Request = State;
+    type Request = ();
 
     fn describe(c: &Config) -> String {
         let limit = c.limit();
@@ -106,7 +100,7 @@ impl Stage for RateLimit {
     fn on_request_headers(&self, cx: &mut Cx<'_, Self>) -> Flow {
         let label = cx.config.scope.label(cx.ex);
         let stats = cx.stats_for(&label);
-        let table = Table::new(&label.key(Self::NAME), cx.config.max_keys);
+        let table = Table::new(&cx.state_key(&label), cx.config.max_keys);
         let (key, identity) = client_key(cx.config, cx.ex);
         let (limit, which) = cx.config.limit_for(identity.as_ref());
         if key.is_unkeyed() {
@@ -141,24 +135,12 @@ impl Stage for RateLimit {
             }
             Decision::Limited { retry_in_us } => {
                 stats.inc(cx.host(), Stat::Limited);
-                cx.state.fields = Some((
-                    fields::policy(which, &limit),
-                    fields::remaining(which, 0, retry_in_us),
-                ));
-                Flow::Reject(rejection(&limit, retry_in_us))
+                Flow::Reject(
+                    rejection(&limit, retry_in_us)
+                        .with_header(fields::POLICY, fields::policy(which, &limit))
+                        .with_header(fields::RATELIMIT, fields::remaining(which, 0, retry_in_us)),
+                )
             }
-        }
-    }
-
-    /// The RateLimit fields on this stage's own 429 (Envoy runs the response of a local reply
-    /// through the filter that made it).
-    fn on_response_headers(&self, cx: &mut Cx<'_, Self>) {
-        if cx.ex.rejected_by != Some(Self::NAME) {
-            return;
-        }
-        if let Some((policy, remaining)) = cx.state.fields.take() {
-            cx.ex.set_response_header(fields::POLICY, &policy);
-            cx.ex.set_response_header(fields::RATELIMIT, &remaining);
         }
     }
 
@@ -179,6 +161,12 @@ pub fn client_key(config: &Config, ex: &mut Exchange) -> (ClientKey, Option<Spif
             Some(v) => (ClientKey::Header(v.to_string()), None),
             None => (ClientKey::Unkeyed, None),
         },
+        // The identity stage's verdict is a valid ID already: parsed again only when an
+        // override's pattern has to match it.
+        Key::Identity if config.overrides.is_empty() && ex.verified_identity.is_some() => (
+            ClientKey::Identity(ex.verified_identity.clone().unwrap_or_default()),
+            None,
+        ),
         Key::Identity => match verified_identity(ex) {
             Some(id) => (ClientKey::Identity(id.as_str().to_string()), Some(id)),
             None => (ClientKey::Unkeyed, None),
@@ -222,7 +210,8 @@ struct Census {
 
 struct Tracked {
     table: Table,
-    label: Label,
+    /// The table's label: kind and name (owned: the census may be shared by threads).
+    label: (&'static str, String),
     /// The `keys` gauge of this table, defined on the thread that ticks, on its first count.
     gauge: Option<Option<u32>>,
     next: u32,
@@ -238,7 +227,7 @@ impl Census {
             .insert(table.prefix().to_string(), self.tables.len());
         self.tables.push(Tracked {
             table: table.clone(),
-            label: label.clone(),
+            label: (label.kind, label.name.to_string()),
             gauge: None,
             next: 0,
             active: 0,
@@ -275,7 +264,7 @@ impl Census {
                 let name = MetricName {
                     stage: RateLimit::NAME,
                     stat: "keys",
-                    label: Some((t.label.kind, &label_value(&t.label.name))),
+                    label: Some((t.label.0, &label_value(&t.label.1))),
                 };
                 host.define_metric(MetricKind::Gauge, &name)
             });
@@ -365,12 +354,11 @@ mod tests {
             Some(RateLimit::NAME)
         );
         assert_eq!(header(&headers, "retry-after"), Some("1"));
-        let fields = host.response_headers.borrow().clone();
         assert_eq!(
-            header(&fields, "ratelimit-policy"),
+            header(&headers, "ratelimit-policy"),
             Some(r#""default";q=3;w=2"#)
         );
-        assert_eq!(header(&fields, "ratelimit"), Some(r#""default";r=0;t=1"#));
+        assert_eq!(header(&headers, "ratelimit"), Some(r#""default";r=0;t=1"#));
         assert_eq!(
             (
                 host.stat("allowed", "events"),
@@ -386,7 +374,7 @@ mod tests {
         assert!(request(&host, &root).0);
         assert!(
             host.response_headers.borrow().is_empty(),
-            "fields only on our 429"
+            "no fields on an allowed request"
         );
     }
 
@@ -472,11 +460,15 @@ mod tests {
                 {"identity": "spiffe://mesh.local/ns/batch/**", "rate": 0.01, "burst": 3}]}"#,
         );
         as_peer(&host, Some("spiffe://mesh.local/ns/batch/sa/job"));
-        let got: Vec<bool> = (0..4).map(|_| request(&host, &root).0).collect();
-        assert_eq!(got, [true, true, true, false]);
-        let fields = host.response_headers.borrow().clone();
+        let got: Vec<bool> = (0..3).map(|_| request(&host, &root).0).collect();
+        assert_eq!(got, [true, true, true]);
+        let (on, reply) = request(&host, &root);
+        assert!(!on);
+        let Some(Rendered::Http { headers, .. }) = reply else {
+            panic!("no HTTP reply")
+        };
         assert_eq!(
-            header(&fields, "ratelimit-policy"),
+            header(&headers, "ratelimit-policy"),
             Some(r#""override-1";q=3;w=300"#)
         );
         as_peer(&host, Some(VICTIM));

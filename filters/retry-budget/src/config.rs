@@ -6,6 +6,7 @@ use mesh_kit::config::{ConfigError, Validate};
 use mesh_kit::values::{Dur, Ratio};
 use serde::Deserialize;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// What one piece of state covers: the kit's [`Scope`] (`route`, the default, or `cluster`).
@@ -157,21 +158,31 @@ impl Config {
         }
     }
 
-    /// The condition lists without spaces, as the router reads them.
-    pub fn retry_on_header(&self) -> String {
+    /// The condition lists without spaces, as the router reads them (borrowed when the list is
+    /// already written that way, as it usually is: no copy on the request path).
+    pub fn retry_on_header(&self) -> Cow<'_, str> {
         normalize(&self.retry_on)
     }
-    pub fn retry_grpc_on_header(&self) -> String {
+    pub fn retry_grpc_on_header(&self) -> Cow<'_, str> {
         normalize(&self.retry_grpc_on)
     }
 }
 
-fn normalize(list: &str) -> String {
-    list.split(',')
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .collect::<Vec<_>>()
-        .join(",")
+fn normalize(list: &str) -> Cow<'_, str> {
+    let clean = !list.contains([' ', '\t'])
+        && !list.contains(",,")
+        && !list.starts_with(',')
+        && !list.ends_with(',');
+    if clean {
+        return Cow::Borrowed(list);
+    }
+    Cow::Owned(
+        list.split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect::<Vec<_>>()
+            .join(","),
+    )
 }
 
 #[cfg(test)]

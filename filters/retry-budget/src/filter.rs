@@ -36,7 +36,7 @@ pub struct RetryBudget;
 
 #[derive(Default)]
 pub struct State {
-    key: String,
+    key: Option<std::rc::Rc<str>>,
     label: Label,
     reservation: Option<Reservation>,
 }
@@ -73,7 +73,7 @@ impl Stage for RetryBudget {
         let label = cx.config.scope.label(cx.ex);
         let stats = cx.stats_for(&label);
         stats.inc(cx.host(), Stat::RqTotal);
-        let key = label.key(Self::NAME);
+        let key = cx.state_key(&label);
         let settings = cx.config.settings();
         let now = cx.ex.now_us();
         let reserved = update(cx.host(), &key, CAS_TRIES, |bytes| {
@@ -130,7 +130,7 @@ impl Stage for RetryBudget {
             );
         }
         *cx.state = State {
-            key,
+            key: Some(key),
             label,
             reservation: Some(reservation),
         };
@@ -162,7 +162,10 @@ impl Stage for RetryBudget {
         }
         let settings = cx.config.settings();
         let now = cx.ex.now_us();
-        let settled = update(cx.host(), &cx.state.key, CAS_TRIES, |bytes| {
+        let Some(key) = cx.state.key.take() else {
+            return;
+        };
+        let settled = update(cx.host(), &key, CAS_TRIES, |bytes| {
             let mut budget = bytes.and_then(Budget::decode).unwrap_or_default();
             budget.settle(&settings, &reservation, made, now);
             let available = budget.available(&settings, now);

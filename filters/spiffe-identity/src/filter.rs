@@ -17,9 +17,11 @@ use crate::config::{Config, Mode, Source};
 use crate::id::{self, escape_for_log, SpiffeId};
 use crate::pattern::first_match;
 use crate::xfcc;
+use mesh_kit::hash::FxHashMap;
 use mesh_kit::host::{Host, Property};
 use mesh_kit::reply::{GrpcCode, Reply};
 use mesh_kit::stage::{Cx, Exchange, Flow, OnInvalid, Stage};
+use std::cell::RefCell;
 
 pub const XFCC: &str = "x-forwarded-client-cert";
 
@@ -40,7 +42,7 @@ pub struct SpiffeIdentity {
 }
 
 /// Why a caller is refused.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Refusal {
     /// No usable identity: the caller is not authenticated.
     Unauthenticated(String),
@@ -132,17 +134,24 @@ impl Stage for SpiffeIdentity {
 
 /// Authenticate, then authorize.
 fn decide(cx: &mut Cx<'_, SpiffeIdentity>) -> Result<SpiffeId, Refusal> {
-    let uris = match cx.config.source {
-        Source::PeerCertificate => peer_uris(cx)?,
-        Source::Xfcc => xfcc_uris(cx)?,
+    let id = match cx.config.source {
+        Source::PeerCertificate => peer_identity(cx)?,
+        Source::Xfcc => identity_of(&xfcc_uris(cx)?)?,
     };
-    let id = authenticate(cx.config, &uris)?;
+    check_trust_domain(cx.config, &id)?;
     authorize(cx.config, &id)?;
     Ok(id)
 }
 
 /// Exactly one URI SAN, a valid SPIFFE ID, of an accepted trust domain.
 pub fn authenticate(config: &Config, uris: &[String]) -> Result<SpiffeId, Refusal> {
+    let id = identity_of(uris)?;
+    check_trust_domain(config, &id)?;
+    Ok(id)
+}
+
+/// Exactly one URI SAN, a valid SPIFFE ID: what a certificate says, whatever the route's rules.
+pub fn identity_of(uris: &[String]) -> Result<SpiffeId, Refusal> {
     let uri = match uris {
         [] => return Err(Refusal::Unauthenticated("no URI SAN".into())),
         [one] => one,
@@ -153,12 +162,16 @@ pub fn authenticate(config: &Config, uris: &[String]) -> Result<SpiffeId, Refusa
             )))
         }
     };
-    let id = id::parse(uri).map_err(|e| {
+    id::parse(uri).map_err(|e| {
         Refusal::Unauthenticated(format!(
             "{} is not a valid SPIFFE ID: {e}",
             escape_for_log(uri, 128)
         ))
-    })?;
+    })
+}
+
+/// The ID's trust domain is one the configuration accepts (any, when it names none).
+pub fn check_trust_domain(config: &Config, id: &SpiffeId) -> Result<(), Refusal> {
     if !config.trust_domains.is_empty()
         && !config
             .trust_domains
@@ -170,7 +183,7 @@ pub fn authenticate(config: &Config, uris: &[String]) -> Result<SpiffeId, Refusa
             id.as_str()
         )));
     }
-    Ok(id)
+    Ok(())
 }
 
 /// Deny wins; then the first allow pattern; nothing allowed by default.
@@ -190,22 +203,74 @@ pub fn authorize(config: &Config, id: &SpiffeId) -> Result<(), Refusal> {
     })
 }
 
-/// The URI SANs of this connection's TLS peer. Envoy's `connection.uri_san_peer_certificate`
-/// shows only the first one, so they are read from the `x-forwarded-client-cert` Envoy builds
-/// for this connection (`forward_client_cert_details: SANITIZE_SET`,
-/// `set_current_client_cert_details: {uri: true}`): see [`peer_certificate_uris`].
-fn peer_uris(cx: &Cx<'_, SpiffeIdentity>) -> Result<Vec<String>, Refusal> {
-    let mtls = cx.ex.flag(Property::Mtls);
-    let peer = if mtls {
+/// The identity of this connection's TLS peer: its URI SANs read from the
+/// `x-forwarded-client-cert` Envoy builds for this connection (`forward_client_cert_details:
+/// SANITIZE_SET`, `set_current_client_cert_details: {uri: true}`; Envoy's
+/// `connection.uri_san_peer_certificate` shows only the first one, see
+/// [`peer_certificate_uris`]), then [`identity_of`] them.
+///
+/// Remembered per connection on this worker ([`PEERS`]): the peer certificate's properties are
+/// read once per connection, and the header's verdict is reused while the header is the same
+/// text (Envoy builds the same one for every request of a connection). The verdict is a pure
+/// function of the certificate and the header, so reusing it changes nothing but the cost.
+fn peer_identity(cx: &Cx<'_, SpiffeIdentity>) -> Result<SpiffeId, Refusal> {
+    let xfcc = cx.ex.header(XFCC);
+    let Some(connection) = cx.ex.int(Property::ConnectionId) else {
+        return identity_of(&peer_certificate_uris(&read_peer(cx), xfcc)?);
+    };
+    PEERS.with(|peers| {
+        let mut peers = peers.borrow_mut();
+        if let Some(memo) = peers.get(&connection) {
+            if memo.xfcc.as_deref() == xfcc {
+                return memo.verdict.clone();
+            }
+        }
+        let peer = match peers.remove(&connection) {
+            Some(memo) => memo.peer,
+            None => read_peer(cx),
+        };
+        let verdict = peer_certificate_uris(&peer, xfcc).and_then(|uris| identity_of(&uris));
+        if peers.len() >= MAX_PEERS {
+            peers.clear();
+        }
+        peers.insert(
+            connection,
+            PeerMemo {
+                peer,
+                xfcc: xfcc.map(str::to_string),
+                verdict: verdict.clone(),
+            },
+        );
+        verdict
+    })
+}
+
+fn read_peer(cx: &Cx<'_, SpiffeIdentity>) -> PeerCertificate {
+    if cx.ex.flag(Property::Mtls) {
         PeerCertificate {
-            mtls,
+            mtls: true,
             digest: cx.ex.text(Property::PeerDigest),
             first_uri: cx.ex.text(Property::PeerUriSan).unwrap_or_default(),
         }
     } else {
         PeerCertificate::default()
-    };
-    peer_certificate_uris(&peer, cx.ex.header(XFCC))
+    }
+}
+
+/// Connections remembered per worker; past this the memo starts over.
+const MAX_PEERS: usize = 4096;
+
+/// A connection's TLS peer, and the verdict on the last `x-forwarded-client-cert` seen on it.
+struct PeerMemo {
+    peer: PeerCertificate,
+    xfcc: Option<String>,
+    verdict: Result<SpiffeId, Refusal>,
+}
+
+thread_local! {
+    /// Per worker (a wasm VM, or a native worker thread): connection id → [`PeerMemo`]. A
+    /// connection is served by one worker; Envoy's connection ids are unique in the process.
+    static PEERS: RefCell<FxHashMap<u64, PeerMemo>> = RefCell::new(FxHashMap::default());
 }
 
 /// What Envoy reports about this connection's TLS peer.

@@ -36,6 +36,8 @@ fn envoy_like() -> Rc<TestHost> {
     host.now_us.set(1_800_000_000_000_000);
     host.set_text(Property::RouteName, "orders");
     host.set_text(Property::ClusterName, "svc");
+    // Every request of a test is on one downstream connection, as keep-alive traffic is.
+    host.set_int(Property::ConnectionId, 7);
     host.set_property(Property::Mtls, &[1]);
     host.set_text(Property::PeerDigest, DIGEST);
     host.set_text(Property::PeerUriSan, PEER);
@@ -98,9 +100,22 @@ fn one_request_through_every_stage_stays_within_its_hostcall_budget() {
     assert_eq!(request.get("route_config"), None, "cached per route");
     // Bounds measured with this test (38 hostcalls before the per-phase cache of the clock and
     // properties, 33 after; 34 once the span id's WASI random_get was counted like the others;
-    // 37 with the rate limit's shared-data read, CAS write and metric); raise them only with a
-    // reason.
-    assert!(total(request) <= 27, "request path: {request:?}");
+    // 37 with the rate limit's shared-data read, CAS write and metric; 27 after the route's
+    // stats and config shared one lookup, 26 once the identity stage read the peer certificate
+    // once per connection); raise them only with a reason.
+    assert!(total(request) <= 26, "request path: {request:?}");
+    // The peer certificate was read on the connection's first request, not on this one.
+    for p in [
+        "mtls",
+        "uri_san_peer_certificate",
+        "sha256_peer_certificate_digest",
+    ] {
+        assert_eq!(
+            request.get(&format!("property connection.{p}")),
+            None,
+            "{p}"
+        );
+    }
     assert!(total(response) <= 1, "response headers: {response:?}");
     assert!(total(log) <= 9, "end of stream: {log:?}");
 }

@@ -91,7 +91,7 @@ pub fn cache<C: DeserializeOwned + Validate>(key: &'static str) -> RouteCache<C>
 /// second must come from the cache with the same outcome and no new error.
 pub fn resolve<C: DeserializeOwned + Validate + Derive>(key: &'static str, metadata: &[u8]) {
     let mut routes = cache::<C>(key);
-    let first = routes.get("route", || {
+    let first = routes.get("route", 0, || {
         mesh_kit::host::metadata_section(Some(metadata), key)
     });
     if let Some(e) = &first.new_error {
@@ -100,7 +100,7 @@ pub fn resolve<C: DeserializeOwned + Validate + Derive>(key: &'static str, metad
     if let RouteConfig::Enabled(c) = &first.config {
         c.derive();
     }
-    let second = routes.get("route", || panic!("route metadata decoded twice"));
+    let second = routes.get("route", 0, || panic!("route metadata decoded twice"));
     assert!(second.new_error.is_none());
     assert_eq!(kind(&first.config), kind(&second.config));
     assert_eq!(kind(&first.config) == "invalid", first.new_error.is_some());
