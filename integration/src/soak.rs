@@ -2,6 +2,8 @@
 //! names than the filters' per-route cache holds, with failures injected on some routes, while
 //! the measured Envoy's memory is sampled. `make soak` runs it for 10 minutes (the `soak`
 //! binary); `integration/tests/soak.rs` runs a short one in `make test`.
+//! Over 600 lines: the soak's topology, its load loops, sampling and verdict are one procedure
+//! read top to bottom; the general pieces (clients, certificates, bootstrap) are the harness's.
 //!
 //! Topology, as in a mesh (and as in `make bench`):
 //!
