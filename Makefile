@@ -86,7 +86,8 @@ bench: build envoy
 	cargo build --release --target wasm32-wasip1 -p mesh-bench-probe
 	scripts/ensure-tools.sh wrk:wrk h2load:nghttp2-client >/dev/null
 	cargo bench -p mesh-bench-micro --bench policy
-	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo run --release -p mesh-integration --bin bench
+	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$(CURDIR)/$(NATIVE_DIR)" \
+		cargo run --release -p mesh-integration --bin bench
 	ENVOY_BIN="$$(scripts/ensure-envoy.sh)" cargo run --release -p mesh-integration --bin retry-amplification
 
 # Where each microsecond goes: the cost of every kind of host call the suite makes, measured as

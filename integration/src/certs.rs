@@ -262,6 +262,18 @@ impl Pki {
         self.ca.issue(&LeafSpec::client("client", uris))
     }
 
+    /// [`Pki::client`] written to `<name>.crt` and `<name>.key` in the PKI's directory, with
+    /// the CA: what an Envoy that originates mTLS as that client presents
+    /// ([`crate::bootstrap::with_upstream_tls`]).
+    pub fn client_files(&self, name: &str, uris: &[&str]) -> Result<TlsFiles> {
+        let (cert, key) = write_pem_files(&self.dir, name, &self.client(uris)?)?;
+        Ok(TlsFiles {
+            ca: self.envoy.ca.clone(),
+            cert,
+            key,
+        })
+    }
+
     /// Envoy's own certificate and key, as a client presents them (what a trusted front
     /// Envoy sends).
     pub fn envoy_leaf(&self) -> Result<Leaf> {

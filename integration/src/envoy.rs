@@ -18,13 +18,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::client::http_get;
-/// The body of a chunked HTTP/1.1 response, joined (see [`crate::client::raw`]).
-pub use crate::client::raw::dechunk;
 use crate::metrics::{self, Metrics};
 use crate::runtime::Runtime;
 use crate::tempdir;
-pub use crate::wait::WAIT;
-pub use crate::Error;
+use crate::wait::WAIT;
+use crate::Error;
 
 /// How long a test gives something that must *not* happen to show (see
 /// [`Envoy::settled_value`]): an `on_log` that would count a request has run well before.
@@ -608,15 +606,4 @@ fn for_runtime(bootstrap: &str) -> Result<Option<String>, Error> {
 
 fn read_log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("envoy.log")).unwrap_or_default()
-}
-
-/// Finds `name{labels...} value` in Prometheus text output (see [`Metrics::get`]).
-pub fn prometheus_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    Metrics::parse(text).get(name, labels)
-}
-
-/// The sum of every sample of a metric, whatever its labels (0 when there is none; see
-/// [`Metrics::sum`] to tell).
-pub fn prometheus_sum(text: &str, name: &str) -> f64 {
-    Metrics::parse(text).sum(name).unwrap_or(0.0)
 }

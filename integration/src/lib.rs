@@ -20,7 +20,8 @@
 //!   there, never a 0; [`envoy::Envoy::wait_for`] polls until a condition on metrics holds.
 //! * [`wait`]: the one poll loop (a condition, a timeout, the last values seen).
 //! * [`bootstrap`]: the bootstrap builder (listeners, routes with metadata, clusters, TLS and
-//!   mTLS, `stats_tags`); our filters enter a bootstrap through [`bootstrap::wasm_filter`] only.
+//!   mTLS, `stats_tags`); our filters enter a bootstrap through [`bootstrap::wasm_filter`] only
+//!   (and [`bootstrap::native_filter`] for the native module `libmesh_filters.so`).
 //! * [`dynamic`]: dynamic resources without a control plane: listeners (LDS) and route tables
 //!   (RDS) read from watched files, rolled while Envoy serves, and Envoy's verdict on each update.
 //! * [`fixture`]: what tests set up again and again: SPIFFE IDs ([`fixture::sa`]), one
@@ -38,7 +39,8 @@
 //!   stores every exported span and can be made to answer slowly; the `otlp-receiver` binary
 //!   adds part of Jaeger's query API.
 //! * [`certs`]: a throw-away CA issuing server certificates and SPIFFE X509-SVIDs, URI SANs
-//!   written verbatim (also invalid SPIFFE IDs), and PEM files for Envoy.
+//!   written verbatim (also invalid SPIFFE IDs), and PEM files for Envoy (its own, and a client
+//!   SVID's for an Envoy that originates mTLS: [`certs::Pki::client_files`]).
 //! * [`broken`]: the corpus of invalid configurations, each as a minimal bootstrap.
 //! * [`load`]: open-loop load at a fixed request rate, one connection per request.
 //! * [`runtime`]: `MESH_RUNTIME=wasm|native`: the same tests on the wasm modules or on
@@ -46,7 +48,15 @@
 //! * [`native`]: what only the native module's own tests need: a per-route configuration as
 //!   raw text, its metrics by their own names, a test build loaded from its file.
 //! * [`tempdir`]: a temporary directory removed on drop.
-//! * [`bench`](mod@bench), [`soak`]: the set-up of `make bench` and `make soak`.
+//! * [`bench`](mod@bench): `make bench`, a module per concern (parameters, variants, the
+//!   configurations measured in both runtimes, the bootstraps, [`bench::driver`] for one measured
+//!   run, what the load generators and `/proc` say, results and their paired ratios, the targets,
+//!   `BENCHMARKS.md` and its chart, the upstream, the functional check); everything public is
+//!   re-exported at `bench::`.
+//! * [`profile`]: `make profile`, what each kind of host call costs in the real Envoy.
+//! * [`soak`]: `make soak`, steady load through the suite over churned route names.
+//! * [`rollout`]: `make rollout`, configuration rollouts, a hot restart and a trapped VM under a
+//!   steady load through the suite.
 
 pub mod bench;
 pub mod bootstrap;

@@ -157,7 +157,7 @@ pub struct Profile {
     pub params: Params,
     pub probes: Vec<Probe>,
     pub runs: Runs,
-    /// Calls per request by route, one map per suite configuration (0 to 5 stages).
+    /// Calls per request by route, one map per suite configuration (0 to every stage).
     pub counts: BTreeMap<Route, Vec<Counts>>,
     /// Runs that failed (they are left out).
     pub failures: Vec<String>,

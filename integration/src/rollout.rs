@@ -907,10 +907,10 @@ pub async fn rollouts(p: &Params, progress: &(dyn Fn(&str) + Sync)) -> Result<Re
         .filter(|e| e.ok() && spans.contains_key(&e.seq))
         .count();
     let log = bed.envoy.log();
-    let text = tokio::task::block_in_place(|| bed.envoy.prometheus())?;
+    let metrics = tokio::task::block_in_place(|| bed.envoy.metrics())?;
     let trace_counters = TRACE_COUNTERS
         .iter()
-        .map(|&n| (n, envoy::prometheus_sum(&text, n)))
+        .map(|&n| (n, metrics.sum(n).unwrap_or(0.0)))
         .collect();
     Ok(Report {
         params: p.clone(),

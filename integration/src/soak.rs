@@ -1,7 +1,9 @@
-//! Soak: a steady load through the suite (all five stages) for a long time, over more route
+//! Soak: a steady load through the suite (every stage) for a long time, over more route
 //! names than the filters' per-route cache holds, with failures injected on some routes, while
 //! the measured Envoy's memory is sampled. `make soak` runs it for 10 minutes (the `soak`
 //! binary); `integration/tests/soak.rs` runs a short one in `make test`.
+//! Over 600 lines: the soak's topology, its load loops, sampling and verdict are one procedure
+//! read top to bottom; the general pieces (clients, certificates, bootstrap) are the harness's.
 //!
 //! Topology, as in a mesh (and as in `make bench`):
 //!
@@ -23,15 +25,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 
 use crate::bench;
 use crate::bootstrap::{self, TlsFiles};
+use crate::client::Connection;
+use crate::metrics;
+use crate::Error;
 
 /// The trace context every request carries (the trace stage makes a new span per hop).
 pub const TRACEPARENT: &str = bench::TRACEPARENT;
@@ -208,7 +208,7 @@ pub fn measured_bootstrap(
     otlp: SocketAddr,
 ) -> Value {
     let routes = (0..p.routes).map(route).collect();
-    let filter = bench::wasm_http_filter("mesh", "mesh", suite, &suite_config());
+    let filter = bootstrap::wasm_filter("mesh", suite, &suite_config());
     let listener = bootstrap::with_mtls(
         bootstrap::listener("soak", routes, vec![filter]),
         tls,
@@ -279,7 +279,7 @@ pub async fn run_load(p: Params, entry: SocketAddr, tally: Arc<Tally>, stop: Arc
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let mut conn: Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> = None;
+            let mut conn: Option<Connection> = None;
             while !stop.load(Ordering::Relaxed) {
                 tick.tick().await;
                 let i = p.route_of(next.fetch_add(1, Ordering::Relaxed));
@@ -318,33 +318,23 @@ fn record(p: &Params, tally: &Tally, i: usize, path: &str, status: u16) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
-
-/// One GET on the connection (opened first when there is none), body read to the end.
+/// One GET on the kept-alive connection (a new one first when there is none, or the server
+/// closed it), the body read to the end; at most 30 s.
 async fn one_request(
-    conn: &mut Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>>,
+    conn: &mut Option<Connection>,
     entry: SocketAddr,
     path: &str,
 ) -> Result<u16, Error> {
     let work = async {
-        if conn.as_ref().map_or(true, |c| c.is_closed()) {
-            let stream = TcpStream::connect(entry).await?;
-            stream.set_nodelay(true)?;
-            let (send, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(connection);
-            *conn = Some(send);
-        }
-        let send = conn.as_mut().ok_or("no connection")?;
-        send.ready().await?;
-        let request = Request::get(path)
-            .header("host", "soak")
-            .header("traceparent", TRACEPARENT)
-            .body(Empty::<Bytes>::new())?;
-        let response = send.send_request(request).await?;
-        let status = response.status().as_u16();
-        response.into_body().collect().await?;
-        Ok::<u16, Error>(status)
+        let open = match conn.take() {
+            Some(c) if !c.is_closed() => c,
+            _ => Connection::open(entry).await?,
+        };
+        let send = conn.insert(open);
+        let response = send
+            .get(path, &[("host", "soak"), ("traceparent", TRACEPARENT)])
+            .await?;
+        Ok::<u16, Error>(response.status)
     };
     tokio::time::timeout(Duration::from_secs(30), work)
         .await
@@ -451,11 +441,15 @@ pub struct Report {
 }
 
 /// The counters summed over routes in the report.
-pub const REPORTED_METRICS: [&str; 16] = [
+pub const REPORTED_METRICS: [&str; 20] = [
     "mesh_deadline_config_error",
     "mesh_circuit_breaker_config_error",
     "mesh_retry_budget_config_error",
     "mesh_spiffe_identity_config_error",
+    "mesh_rate_limit_config_error",
+    "mesh_rate_limit_allowed",
+    "mesh_rate_limit_limited",
+    "mesh_rate_limit_state_error",
     "mesh_spiffe_identity_allowed",
     "mesh_spiffe_identity_unauthenticated",
     "mesh_circuit_breaker_opened",
@@ -524,6 +518,10 @@ impl Report {
             ("mesh_circuit_breaker_config_error", 0.0),
             ("mesh_retry_budget_config_error", 0.0),
             ("mesh_spiffe_identity_config_error", 0.0),
+            ("mesh_rate_limit_config_error", 0.0),
+            ("mesh_rate_limit_state_error", 0.0),
+            // The bench's limit, which never triggers.
+            ("mesh_rate_limit_limited", 0.0),
         ] {
             if self.metric(name) != want {
                 out.push(format!("{name} = {}", self.metric(name)));
@@ -540,10 +538,11 @@ impl Report {
             "mesh_circuit_breaker_opened",
             "mesh_retry_budget_retries",
             "mesh_trace_propagation_spans_exported",
+            "mesh_rate_limit_allowed",
         ] {
             if self.metric(name) <= 0.0 {
                 out.push(format!(
-                    "{name} = 0: the injected failures did not exercise it"
+                    "{name} = 0: the load and the injected failures did not exercise it"
                 ));
             }
         }
@@ -597,13 +596,7 @@ pub async fn soak(p: &Params, progress: &(dyn Fn(&str) + Sync)) -> Result<Report
 
     let suite = envoy::wasm(bench::SUITE_MODULE)?;
     let pki = Pki::new("soak")?;
-    let leaf = pki.client(&[bench::CLIENT_ID])?;
-    let (cert, key) = certs::write_pem_files(&pki.dir, "soak-client", &leaf)?;
-    let client_tls = TlsFiles {
-        ca: pki.envoy.ca.clone(),
-        cert,
-        key,
-    };
+    let client_tls = pki.client_files("soak-client", &[bench::CLIENT_ID])?;
     let upstream = crate::upstream::spawn("soak", "127.0.0.1:0".parse()?).await?;
     let receiver = crate::otlp_receiver::spawn("127.0.0.1:0".parse()?).await?;
 
@@ -647,16 +640,15 @@ pub async fn soak(p: &Params, progress: &(dyn Fn(&str) + Sync)) -> Result<Report
             .ok()
             .and_then(|s| bench::vm_rss_kib(&s))
             .ok_or("cannot read the measured Envoy's VmRSS")?;
-        let stats = tokio::task::block_in_place(|| {
-            measured.admin_get("/stats?filter=^server\\.memory_allocated$")
-        })?
-        .1;
+        let allocated = metrics::scrape(measured.admin, Some("^server\\.memory_allocated$"))
+            .await?
+            .value("envoy_server_memory_allocated", &[])?;
         let sample = Sample {
             at_s,
             answered: tally.answered.load(Ordering::Relaxed),
             errors: tally.errors(),
             rss_kib,
-            allocated: bench::admin_stat(&stats, "server.memory_allocated").unwrap_or(0),
+            allocated: allocated as u64,
         };
         progress(&format!(
             "soak: {:>5.0} s  answered {:>8}  errors {:>4}  RSS {:>6.1} MiB  allocated {:>6.1} MiB",
@@ -692,19 +684,22 @@ pub async fn soak(p: &Params, progress: &(dyn Fn(&str) + Sync)) -> Result<Report
     let _ = load.await;
     // Let the last spans go out: until the receiver has every span the filter counted as
     // exported (at most 5 s; a difference left is reported).
-    let mut text = String::new();
+    let mut last = metrics::Metrics::default();
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(250)).await;
         spans_received += receiver.take_spans().len();
-        text = tokio::task::block_in_place(|| measured.prometheus())?;
-        let exported = envoy::prometheus_sum(&text, "mesh_trace_propagation_spans_exported");
+        last = metrics::scrape(measured.admin, None).await?;
+        let exported = last
+            .sum("mesh_trace_propagation_spans_exported")
+            .unwrap_or(0.0);
         if spans_received as f64 == exported {
             break;
         }
     }
+    // Counters summed over routes; a counter no route has defined reads as 0.
     let metrics = REPORTED_METRICS
         .iter()
-        .map(|&n| (n, envoy::prometheus_sum(&text, n)))
+        .map(|&n| (n, last.sum(n).unwrap_or(0.0)))
         .collect();
     let log = measured.log();
     let vm_failures = log

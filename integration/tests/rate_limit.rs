@@ -1,5 +1,7 @@
 //! The rate limit end to end: `mesh_rate_limit.wasm` alone and the suite (`mesh_filters.wasm`)
 //! in a real Envoy, real upstreams, real mTLS identities, real gRPC.
+//! Over 600 lines: six scenarios, each its own Envoy set-up (saturation with two workers, key
+//! churn, the demo); most of the length is their exact assertions.
 //!
 //! - A client gets its burst, then 429 with `retry-after` and the RateLimit fields (gRPC:
 //!   RESOURCE_EXHAUSTED with `RetryInfo`); per-route metadata overrides, disables, or (invalid)

@@ -2,14 +2,16 @@
 //! Envoy's placement, and one measured run (closed-loop load through the client Envoy, the
 //! measured Envoy's CPU time and completed requests sampled around the window).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::bench::{self, Protocol, Sample};
 use crate::envoy::{self, Envoy};
+use crate::{client, metrics};
 
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::Error;
 
 /// How one run loads the measured Envoy and how its CPU time is read.
 #[derive(Clone, Debug)]
@@ -92,15 +94,19 @@ pub fn ticks_per_second() -> f64 {
 
 /// Counters of one connection manager (`http.<stat_prefix>.`): (completed, HTTP/1.1, HTTP/2).
 pub fn counters(measured: &Envoy, stat_prefix: &str) -> Result<(u64, u64, u64), String> {
-    let (_, text) = measured
-        .admin_get(&format!("/stats?filter=http.{stat_prefix}.downstream_rq_"))
+    let filter = format!("^http\\.{stat_prefix}\\.downstream_rq_");
+    let metrics = client::blocking(metrics::scrape(measured.admin, Some(&filter)))
         .map_err(|e| e.to_string())?;
-    let get =
-        |name: &str| bench::admin_stat(&text, &format!("http.{stat_prefix}.{name}")).unwrap_or(0);
+    let get = |name: &str| {
+        metrics
+            .value(name, &[("envoy_http_conn_manager_prefix", stat_prefix)])
+            .map(|v| v as u64)
+            .map_err(|e| e.to_string())
+    };
     Ok((
-        get("downstream_rq_completed"),
-        get("downstream_rq_http1_total"),
-        get("downstream_rq_http2_total"),
+        get("envoy_http_downstream_rq_completed")?,
+        get("envoy_http_downstream_rq_http1_total")?,
+        get("envoy_http_downstream_rq_http2_total")?,
     ))
 }
 
@@ -250,26 +256,29 @@ impl Drop for Load {
     }
 }
 
-/// Starts the upstream on its own thread (which inherits this process's core) and returns its
-/// address.
-pub fn start_upstream() -> Result<std::net::SocketAddr, Error> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
+/// Starts the upstream ([`bench::serve_upstream`]) on its own thread (which inherits this
+/// process's core) and returns its address; it serves until the process ends.
+pub fn start_upstream() -> Result<SocketAddr, Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let (bound, address) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("upstream".to_owned())
         .spawn(move || {
             runtime.block_on(async move {
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => bench::serve_upstream(l).await,
-                    Err(e) => eprintln!("bench: the upstream cannot listen: {e}"),
+                match bench::serve_upstream(SocketAddr::from(([127, 0, 0, 1], 0))).await {
+                    Ok(server) => {
+                        let _ = bound.send(Ok(server.addr()));
+                        std::future::pending::<()>().await;
+                    }
+                    Err(e) => {
+                        let _ = bound.send(Err(format!("the upstream cannot listen: {e}")));
+                    }
                 }
             });
         })?;
-    Ok(addr)
+    Ok(address.recv()??)
 }
 
 /// `exec taskset -c 0 <envoy> "$@"`: the PID stays Envoy's.
@@ -285,7 +294,7 @@ fn write_wrapper(path: &Path, envoy: &Path) -> Result<(), Error> {
 }
 
 /// The first line of an Envoy start error and its first critical or error log line.
-pub fn short_error(e: envoy::Error) -> String {
+pub fn short_error(e: Error) -> String {
     let text = e.to_string();
     let first = text.lines().next().unwrap_or("").to_owned();
     let cause = text

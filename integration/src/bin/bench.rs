@@ -1,5 +1,6 @@
 //! `bench`: Envoy CPU time per request, throughput, latency, memory and start-up of every mesh
-//! filter, the suite and Envoy's native analogues, against bare Envoy and a calibration filter.
+//! filter and the suite (wasm and the native module) and Envoy's native analogues, against bare
+//! Envoy and a calibration filter.
 //! Writes `BENCHMARKS.md` and `bench/chart.svg` at the workspace root. See
 //! `mesh_integration::bench` for the set-up and the method; `make bench` builds what it needs
 //! and runs it.
@@ -14,17 +15,19 @@ use mesh_integration::bench::{
 };
 use mesh_integration::bootstrap::TlsFiles;
 use mesh_integration::certs::{self, Pki};
+use mesh_integration::client;
 use mesh_integration::envoy::{self, Envoy, Options};
 use mesh_integration::profile;
 
 const USAGE: &str = "usage: bench
 
 Measures Envoy CPU time per request (and requests/s, p50/p99 latency, RSS, start-up time) for
-bare Envoy, a calibration filter, each mesh filter alone, the five as five filters, the suite
-(mesh_filters.wasm, when built) and Envoy's native RBAC and route timeout, over HTTP/1.1 (wrk)
-and HTTP/2 (h2load), on a direct_response route and a proxied one. Envoy runs on core 0, the
-load on core 1. Writes BENCHMARKS.md and bench/chart.svg at the workspace root; progress goes
-to stderr.
+bare Envoy, a calibration filter, each mesh filter alone, the six chained as six filters, the
+suite (mesh_filters.wasm, when built), the native module libmesh_filters.so (when built) with
+the suite's configuration and with each stage alone, and Envoy's native RBAC, route timeout and
+local rate limit, over HTTP/1.1 (wrk), HTTP/2 and unary gRPC (h2load), on a direct_response
+route and a proxied one. Envoy runs on core 0, the load on core 1. Writes BENCHMARKS.md and
+bench/chart.svg at the workspace root; progress goes to stderr.
 
 Environment:
   BENCH_SECONDS         measured window of each run, seconds (default 2)
@@ -34,14 +37,16 @@ Environment:
   BENCH_H2_CONNECTIONS  h2load connections (default 4)
   BENCH_H2_STREAMS      h2load concurrent streams per connection (default 8)
   BENCH_ONLY            comma-separated configurations (bare and calibration always run):
-                        bare, calibration, spiffe_identity, circuit_breaker, deadline,
-                        retry_budget, trace_propagation, five_filters, suite, native_rbac,
-                        native_route_timeout
+{ids}
   BENCH_PROFILE         0: skip the profile (\"Where each microsecond goes\"); it runs after
                         the configurations, with the PROFILE_* variables of `profile --help`
   ENVOY_BIN             the Envoy binary (else .venv/bin/envoy, else PATH)
+  ENVOY_DYNAMIC_MODULES_SEARCH_PATH
+                        the directory of libmesh_filters.so (default target/native, where
+                        `make build` puts it); set for every Envoy started
 
-Needs the filters built (`make build`), the calibration filter and the profile's probe
+Needs the filters built (`make build`: the .wasm files and, on x86_64 Linux, the .so), the
+calibration filter and the profile's probe
 (`cargo build --release --target wasm32-wasip1 -p mesh-bench-calibration`, the same with
 `-p mesh-bench-probe`), wrk and h2load
 (`scripts/ensure-tools.sh wrk:wrk h2load:nghttp2-client`); `make bench` does all of it, runs the criterion
@@ -49,14 +54,37 @@ micro-benchmarks first (their results go into BENCHMARKS.md) and retry-amplifica
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// [`USAGE`] with the configurations' ids, wrapped under their variable.
+fn usage() -> String {
+    let mut lines = vec![String::new()];
+    for (i, kind) in Kind::ALL.iter().enumerate() {
+        let sep = if i + 1 == Kind::ALL.len() { "" } else { "," };
+        let word = format!("{}{sep}", kind.id());
+        match lines.last_mut() {
+            Some(line) if line.len() + word.len() < 70 => {
+                if !line.is_empty() {
+                    line.push(' ');
+                }
+                line.push_str(&word);
+            }
+            _ => lines.push(word),
+        }
+    }
+    let ids: Vec<String> = lines
+        .iter()
+        .map(|l| format!("                        {l}"))
+        .collect();
+    USAGE.replace("{ids}", &ids.join("\n"))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
+        println!("{}", usage());
         return ExitCode::SUCCESS;
     }
     if let Some(a) = args.first() {
-        eprintln!("bench: unexpected argument {a:?}\n\n{USAGE}");
+        eprintln!("bench: unexpected argument {a:?}\n\n{}", usage());
         return ExitCode::from(2);
     }
     match run() {
@@ -81,7 +109,8 @@ fn run() -> Result<(), Error> {
     let params = Params::from_env(|k| std::env::var(k).ok())?;
     let root = envoy::workspace_root();
 
-    // Modules: the calibration filter and the five filters are required, the suite optional.
+    // Modules: the calibration filter and the six filters are required, the suite and the
+    // native module optional.
     let mut modules = Modules::new();
     let calibration = envoy::wasm(bench::CALIBRATION_MODULE).map_err(|_| {
         format!(
@@ -108,6 +137,23 @@ fn run() -> Result<(), Error> {
             notes.push(note);
         }
     }
+    // The native module: Envoy finds it in ENVOY_DYNAMIC_MODULES_SEARCH_PATH, set here (before
+    // any thread exists) for every Envoy this program starts.
+    let native = bench::native_module_path();
+    if native.is_file() {
+        if let Some(dir) = native.parent() {
+            std::env::set_var(bench::NATIVE_SEARCH_PATH, dir);
+        }
+        modules.insert(bench::NATIVE_MODULE.to_owned(), native);
+    } else {
+        let note = format!(
+            "{} was not found (build it with `make build`, on x86_64 Linux): the native module \
+             was not measured.",
+            native.display()
+        );
+        eprintln!("bench: {note}");
+        notes.push(note);
+    }
     let sizes: Sizes = modules
         .iter()
         .filter_map(|(name, path)| Some((name.clone(), std::fs::metadata(path).ok()?.len())))
@@ -115,6 +161,7 @@ fn run() -> Result<(), Error> {
     let kinds: Vec<Kind> = Kind::ALL
         .into_iter()
         .filter(|k| *k != Kind::Suite || modules.contains_key(bench::SUITE_MODULE))
+        .filter(|k| !k.is_native_module() || modules.contains_key(bench::NATIVE_MODULE))
         .filter(|k| match &params.only {
             Some(only) => {
                 matches!(k, Kind::Bare | Kind::Calibration) || only.iter().any(|id| id == k.id())
@@ -154,13 +201,7 @@ fn run() -> Result<(), Error> {
 
     // Certificates: Envoy's server certificate and the client SVID.
     let pki = Pki::new("bench")?;
-    let leaf = pki.client(&[bench::CLIENT_ID])?;
-    let (cert, key) = certs::write_pem_files(&pki.dir, "bench-client", &leaf)?;
-    let client_tls = TlsFiles {
-        ca: pki.envoy.ca.clone(),
-        cert,
-        key,
-    };
+    let client_tls = pki.client_files("bench-client", &[bench::CLIENT_ID])?;
 
     let upstream = driver::start_upstream()?;
     let ctx = Context {
@@ -248,24 +289,27 @@ fn run_configuration(ctx: &Context, kind: Kind) -> Result<Run, String> {
     let entry = client.listener("client");
 
     // The functional check: every filter visibly does its work.
-    let echo = bench::get(entry, "/proxied/echo", &bench::LOAD_HEADERS)?;
-    let direct = bench::get(entry, "/direct", &bench::LOAD_HEADERS)?;
-    if echo.status != 200 || direct.status != 200 {
+    let get = |path: &str| {
+        client::blocking(client::get(entry, path, &bench::LOAD_HEADERS))
+            .map_err(|e| format!("GET {path}: {e}"))
+    };
+    let fail = get("/proxied/fail")?;
+    let echo = get("/proxied/echo")?;
+    let direct = get("/direct")?;
+    if fail.status != 503 || echo.status != 200 || direct.status != 200 {
         return Err(format!(
-            "check failed: /proxied answered {}, /direct {} ({})",
+            "check failed: /proxied/fail answered {} (not the upstream's 503), /proxied/echo {}, \
+             /direct {} ({})",
+            fail.status,
             echo.status,
             direct.status,
-            direct.body.trim()
+            direct.text().trim()
         ));
     }
     let seen = Observed {
-        upstream: bench::header_lines(&echo.body),
+        upstream: bench::echoed_headers(&echo)?,
         direct,
-        prometheus: measured.prometheus().map_err(|e| e.to_string())?,
-        stats: measured
-            .admin_get("/stats")
-            .map(|(_, body)| body)
-            .map_err(|e| e.to_string())?,
+        metrics: measured.metrics().map_err(|e| e.to_string())?,
     };
     bench::verify(kind, &seen)?;
 

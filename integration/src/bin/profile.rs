@@ -7,8 +7,7 @@ use std::process::ExitCode;
 
 use mesh_integration::bench::driver::{self, Driver};
 use mesh_integration::bench::{self, Params as BenchParams};
-use mesh_integration::bootstrap::TlsFiles;
-use mesh_integration::certs::{self, Pki};
+use mesh_integration::certs::Pki;
 use mesh_integration::envoy;
 use mesh_integration::profile::{self, report, run, Params};
 
@@ -77,8 +76,6 @@ fn main_run(write: bool) -> Result<(), Error> {
         eprintln!("profile: {note}");
     }
     let pki = Pki::new("profile")?;
-    let leaf = pki.client(&[bench::CLIENT_ID])?;
-    let (cert, key) = certs::write_pem_files(&pki.dir, "bench-client", &leaf)?;
     let setup = run::Setup {
         driver: Driver {
             seconds: params.seconds,
@@ -92,11 +89,7 @@ fn main_run(write: bool) -> Result<(), Error> {
         },
         modules,
         server_tls: pki.envoy.clone(),
-        client_tls: TlsFiles {
-            ca: pki.envoy.ca.clone(),
-            cert,
-            key,
-        },
+        client_tls: pki.client_files("bench-client", &[bench::CLIENT_ID])?,
         upstream: driver::start_upstream()?,
     };
     let result = run::run(&setup, &params, &|line| eprintln!("{line}"));

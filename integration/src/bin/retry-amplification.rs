@@ -37,7 +37,7 @@ const RETRY_RATIO: f64 = 0.2;
 const MIN_RETRIES_PER_SECOND: u32 = 1;
 const MAX_RETRIES: u32 = 3;
 
-type Error = envoy::Error;
+type Error = mesh_integration::Error;
 
 /// The error `main` returns: shown as its message (with the Envoy log, when there is one) rather
 /// than as a debug-quoted string.

@@ -176,6 +176,12 @@ impl Connection {
         })
     }
 
+    /// Whether the server closed the connection (or it failed): the next request needs a new
+    /// one.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
     /// `GET path` on this connection; fails after [`TIMEOUT`] or when the connection is gone.
     pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Response> {
         let start = Instant::now();

@@ -1,6 +1,7 @@
 //! The profile's arithmetic, pure: references interpolated between their runs, slopes per call,
 //! medians and spreads over rounds, the suite's host calls by stage, and the prediction of the
 //! suite's overhead from its parts.
+//! Over 600 lines: a third is its unit tests, which pin each formula with hand-computed cases.
 
 use std::collections::BTreeMap;
 

@@ -54,16 +54,6 @@ fn sorted_keys<'a>(keys: impl Iterator<Item = &'a String>) -> Vec<&'a String> {
     v
 }
 
-fn stage_label(s: Stage) -> &'static str {
-    match s {
-        Stage::SpiffeIdentity => "spiffe-identity",
-        Stage::CircuitBreaker => "circuit-breaker",
-        Stage::Deadline => "deadline",
-        Stage::RetryBudget => "retry-budget",
-        Stage::TracePropagation => "trace-propagation",
-    }
-}
-
 fn slope_cell(a: &VariantAnalysis, probe: usize) -> String {
     match a.slopes.get(probe) {
         Some(s) if s.estimate.is_some() => {
@@ -163,7 +153,7 @@ pub fn render(profile: &Profile, command: &str) -> String {
         let mut head = "| call | adapter |".to_owned();
         let mut rule = "|---|---:|".to_owned();
         for s in Stage::ALL {
-            let _ = write!(head, " {} |", stage_label(s));
+            let _ = write!(head, " {} |", s.label());
             rule.push_str("---:|");
         }
         let _ = writeln!(md, "{head} total |\n{rule}---:|");

@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 
 use crate::bench::driver::{self, Driver};
 use crate::bench::{self, Kind, Modules, Route};
-use crate::bootstrap::{self, TlsFiles};
+use crate::bootstrap::{self, Plugin, TlsFiles};
+use crate::client;
 use crate::envoy::{Envoy, Options};
 use crate::profile::analysis::{counts_from_report, Counts, Measurement, Runs};
 use crate::profile::catalogue::{
@@ -36,7 +37,11 @@ const COUNT_WARMUP: u32 = 3;
 const COUNT_REQUESTS: u32 = 4;
 
 fn probe_filter(module: &std::path::Path, config: &Value) -> Value {
-    bench::wasm_http_filter(PROBE_ROOT_ID, PROBE_ROOT_ID, module, config)
+    bootstrap::wasm_filter(
+        PROBE_ROOT_ID,
+        module,
+        Plugin::json(config).in_vm(PROBE_ROOT_ID),
+    )
 }
 
 /// Every listener of the measured Envoy: name, routes' metadata (if any), filters.
@@ -129,6 +134,15 @@ fn client_bootstrap(measured: &Envoy, names: &[String], tls: &TlsFiles) -> Value
     )
 }
 
+/// A blocking GET through the client Envoy.
+fn get(
+    entry: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<client::Response, String> {
+    client::blocking(client::get(entry, path, headers)).map_err(|e| format!("GET {path}: {e}"))
+}
+
 /// Counts the suite's host calls per request on `route`: warm-up requests for every suite
 /// configuration, a reset, [`COUNT_REQUESTS`] requests each, the report.
 fn count(entry: SocketAddr, route: Route) -> Result<Vec<Counts>, String> {
@@ -137,15 +151,15 @@ fn count(entry: SocketAddr, route: Route) -> Result<Vec<Counts>, String> {
         Route::Proxied => format!("/{COUNT}/proxied"),
     };
     let n = catalogue::suite_prefixes().len();
-    let send = |extra: (&str, &str)| -> Result<bench::Reply, String> {
+    let send = |extra: (&str, &str)| -> Result<client::Response, String> {
         let mut headers: Vec<(&str, &str)> = bench::LOAD_HEADERS.to_vec();
         headers.push(extra);
-        let r = bench::get(entry, &path, &headers)?;
+        let r = get(entry, &path, &headers)?;
         if r.status != 200 {
             return Err(format!(
                 "the counting probe answered {} on {path}: {}",
                 r.status,
-                r.body.trim()
+                r.text().trim()
             ));
         }
         Ok(r)
@@ -165,8 +179,9 @@ fn count(entry: SocketAddr, route: Route) -> Result<Vec<Counts>, String> {
     // The last request's on_log runs after its response is sent.
     std::thread::sleep(Duration::from_millis(200));
     let report = send(("x-probe-report", "1"))?;
-    let json: Value = serde_json::from_str(&report.body)
-        .map_err(|e| format!("the counting probe's report: {e}: {}", report.body))?;
+    let json: Value = report
+        .try_json()
+        .map_err(|e| format!("the counting probe's report: {e}: {}", report.text()))?;
     counts_from_report(&json)
 }
 
@@ -218,12 +233,12 @@ pub fn run(setup: &Setup, params: &Params, say: &dyn Fn(&str)) -> Result<Profile
                 Route::Direct => format!("/{name}/direct"),
                 Route::Proxied => format!("/{name}/proxied"),
             };
-            let r = bench::get(entry, &path, &bench::LOAD_HEADERS)?;
+            let r = get(entry, &path, &bench::LOAD_HEADERS)?;
             if r.status != 200 {
                 return Err(format!(
                     "check failed: {path} answered {} ({}); measured Envoy log:\n{}",
                     r.status,
-                    r.body.trim(),
+                    r.text().trim(),
                     tail(&measured.log(), 20)
                 ));
             }

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use mesh_integration::certs::Leaf;
-use mesh_integration::client::{self, Response};
-use mesh_integration::envoy::{http_get, workspace_root};
+use mesh_integration::client::{self, http_get, Response};
+use mesh_integration::envoy::workspace_root;
 use mesh_integration::metrics::Metrics;
 use mesh_integration::wait;
 use serde_json::Value;

@@ -137,8 +137,9 @@ fn collect_managers<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
     }
 }
 
-/// A route: an object with `match` and one of the route actions.
-fn collect_routes<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+/// Every route under `v`: an object with `match` and one of the route actions (`route`,
+/// `direct_response`, `redirect`, `filter_action`), in document order.
+pub fn collect_routes<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
     match v {
         Value::Object(map) => {
             let action = ["route", "direct_response", "redirect", "filter_action"]
@@ -233,8 +234,10 @@ fn mesh_filters(list: Option<&Value>, report: &mut Report) -> Vec<Filter> {
     found
 }
 
-/// Validates one stage's configuration with the filter's own code.
-fn validate(key: &str, json: &Value) -> Result<(), ConfigError> {
+/// Validates one stage's configuration (plugin configuration or merged route settings) with
+/// the filter's own code; `key` names the stage (`mesh.deadline`), and a key that is no stage
+/// is an error.
+pub fn validate(key: &str, json: &Value) -> Result<(), ConfigError> {
     match find(&STAGES, key) {
         Some(stage) => (stage.check)(json),
         None => Err(ConfigError::new(key, None, "not a mesh filter")),

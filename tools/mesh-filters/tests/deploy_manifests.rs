@@ -11,7 +11,7 @@
     clippy::indexing_slicing
 )]
 
-use mesh_kit::config::{from_value, ConfigError};
+use mesh_kit::config::ConfigError;
 use mesh_kit::testing::TestHost;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -162,19 +162,9 @@ fn through_struct(v: &Value) -> Value {
     }
 }
 
-/// Validates one filter's configuration with that filter's own code.
+/// Validates one filter's configuration with that filter's own code (the checker's).
 fn check_section(section: &str, config: &Value) -> Result<(), ConfigError> {
-    match section {
-        "spiffe_identity" => from_value::<mesh_spiffe_identity::config::Config>(config).map(|_| ()),
-        "rate_limit" => from_value::<mesh_rate_limit::config::Config>(config).map(|_| ()),
-        "circuit_breaker" => from_value::<mesh_circuit_breaker::config::Config>(config).map(|_| ()),
-        "deadline" => from_value::<mesh_deadline::config::Config>(config).map(|_| ()),
-        "retry_budget" => from_value::<mesh_retry_budget::config::Config>(config).map(|_| ()),
-        "trace_propagation" => {
-            from_value::<mesh_trace_propagation::config::Config>(config).map(|_| ())
-        }
-        other => panic!("no filter section `{other}`"),
-    }
+    mesh_filters_cli::check::validate(&format!("mesh.{section}"), config)
 }
 
 /// The section of a single filter's root_id (`mesh.deadline` → `deadline`); `None` for the

@@ -11,6 +11,7 @@
     clippy::indexing_slicing
 )]
 
+use mesh_filters_cli::check::{collect_routes, validate};
 use mesh_filters_cli::schema;
 use mesh_kit::config::{from_value, parse_json};
 use serde_json::{json, Value};
@@ -154,24 +155,6 @@ fn wasm_filters(v: &Value, out: &mut Vec<(String, String, String)>) {
     }
 }
 
-/// Routes: objects with `match` and a route action.
-fn routes<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
-    match v {
-        Value::Object(map) => {
-            let action = ["route", "direct_response", "redirect", "filter_action"]
-                .iter()
-                .any(|k| map.contains_key(*k));
-            if map.contains_key("match") && action {
-                out.push(v);
-                return;
-            }
-            map.values().for_each(|c| routes(c, out));
-        }
-        Value::Array(items) => items.iter().for_each(|i| routes(i, out)),
-        _ => {}
-    }
-}
-
 #[test]
 fn every_shipped_plugin_configuration_and_route_metadata_validates() {
     let schemas = Schemas::load();
@@ -199,7 +182,7 @@ fn every_shipped_plugin_configuration_and_route_metadata_validates() {
             plugins += 1;
         }
         let mut found = Vec::new();
-        routes(&doc, &mut found);
+        collect_routes(&doc, &mut found);
         for route in found {
             let route_name = route["name"].as_str().unwrap_or("(unnamed)");
             let Some(md) = route
@@ -302,20 +285,6 @@ fn every_broken_configuration_is_refused_by_the_schema() {
 /// Valid for the schema, refused by the filter: the rules JSON Schema does not state here.
 #[test]
 fn what_the_schema_does_not_state_is_still_refused_by_the_filters() {
-    /// Whether the filter of `key` accepts `config`.
-    fn accepts(key: &str, config: &Value) -> bool {
-        use mesh_circuit_breaker::config::Config as Breaker;
-        use mesh_deadline::config::Config as Deadline;
-        use mesh_retry_budget::config::Config as Budget;
-        use mesh_trace_propagation::config::Config as Trace;
-        match key {
-            "mesh.deadline" => from_value::<Deadline>(config).is_ok(),
-            "mesh.circuit_breaker" => from_value::<Breaker>(config).is_ok(),
-            "mesh.retry_budget" => from_value::<Budget>(config).is_ok(),
-            "mesh.trace_propagation" => from_value::<Trace>(config).is_ok(),
-            other => panic!("no filter {other}"),
-        }
-    }
     /// `None` when the schema accepts `config` and the filter refuses it.
     fn refused(schemas: &Schemas, key: &str, config: &Value) -> Option<String> {
         let (name, validator) = schemas.plugin(key).unwrap();
@@ -325,7 +294,9 @@ fn what_the_schema_does_not_state_is_still_refused_by_the_filters() {
                 errors(validator, config)
             ));
         }
-        accepts(key, config).then(|| format!("{key}: {config} is accepted by the filter"))
+        validate(key, config)
+            .is_ok()
+            .then(|| format!("{key}: {config} is accepted by the filter"))
     }
     let s = Schemas::load();
     let cases = [
