@@ -47,6 +47,8 @@ UNIT_EXCLUDE := --exclude mesh-integration --exclude mesh-filters-cli --exclude 
 test-unit:
 	cargo test --workspace $(UNIT_EXCLUDE) --all-targets
 	cargo test --workspace --doc
+	# The suite's test-only stage (feature test-abort), which no workspace build enables.
+	cargo test -p mesh-suite --features test-abort --lib
 
 test-wasm: toolchain
 	scripts/wasm-test.sh
