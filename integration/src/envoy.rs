@@ -500,6 +500,20 @@ fn regex_escape(name: &str) -> String {
     out
 }
 
+impl Envoy {
+    /// Removes the shared-memory segment of this Envoy's hot-restart family
+    /// (`/dev/shm/envoy_shared_memory_<base id × 10>`), which Envoy leaves behind whether it is
+    /// killed or exits on SIGTERM. The processes still running keep their mapping; only a further
+    /// epoch started after this could not attach, so drop a hot-restart Envoy only once its
+    /// family is done.
+    fn remove_hot_restart_memory(&self) {
+        if let Some(base_id) = self.base_id {
+            let name = format!("/dev/shm/envoy_shared_memory_{}", u64::from(base_id) * 10);
+            let _ = std::fs::remove_file(name);
+        }
+    }
+}
+
 fn panic_free_missing(name: &str, have: &[(String, SocketAddr)]) -> SocketAddr {
     eprintln!("no listener named {name:?}; listeners: {have:?}");
     SocketAddr::from(([127, 0, 0, 1], 9))
@@ -509,6 +523,7 @@ impl Drop for Envoy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.remove_hot_restart_memory();
         if std::thread::panicking() || std::env::var_os("ENVOY_LOG").is_some() {
             eprintln!(
                 "----- envoy log (pid {}) -----\n{}\n----- end of envoy log -----",
