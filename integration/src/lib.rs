@@ -71,6 +71,7 @@ pub mod metrics;
 pub mod native;
 pub mod otlp_receiver;
 pub mod profile;
+pub mod program;
 pub mod rollout;
 pub mod runtime;
 pub mod server;

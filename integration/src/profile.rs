@@ -226,14 +226,7 @@ mod tests {
 
     #[test]
     fn environment_chooses_length_variants_and_probes() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
+        let env = crate::bench::fake_env;
         assert_eq!(Params::from_env(env(&[])).unwrap(), Params::default());
         let p = Params::from_env(env(&[
             ("PROFILE_SECONDS", "0.5"),

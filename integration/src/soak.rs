@@ -767,14 +767,7 @@ mod tests {
 
     #[test]
     fn params_from_env_check_ranges() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
+        let env = crate::bench::fake_env;
         let p = Params::from_env(env(&[("SOAK_SECONDS", "30"), ("SOAK_WARMUP", "10")])).unwrap();
         assert_eq!((p.seconds, p.warmup), (30.0, 10.0));
         assert!(Params::from_env(env(&[("SOAK_SECONDS", "30"), ("SOAK_WARMUP", "40")])).is_err());

@@ -70,6 +70,8 @@ pub use chart::render_svg;
 pub use checks::{checks, Check, Micro, Sizes, MICRO_BENCHMARKS, SUITE_MAX_BYTES};
 pub use configuration::{suite_config, Kind, Stage};
 pub use load_output::{parse_h2load, parse_wrk, parse_wrk_latency, LoadReport};
+#[cfg(test)]
+pub(crate) use params::fake_env;
 pub use params::{env_number, Params};
 pub use proc_stats::{cpu_ticks, criterion_estimate, envoy_version, vm_rss_kib};
 pub use render::{render_markdown, Machine};

@@ -99,6 +99,19 @@ fn whole(n: f64) -> u32 {
     n.round().clamp(0.0, f64::from(u32::MAX)) as u32
 }
 
+/// For the `from_env` tests of the programs' parameters: an environment holding only `pairs`.
+#[cfg(test)]
+pub(crate) fn fake_env(
+    pairs: &'static [(&'static str, &'static str)],
+) -> impl Fn(&str) -> Option<String> {
+    move |k| {
+        pairs
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| (*v).to_owned())
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -106,14 +119,7 @@ mod tests {
 
     #[test]
     fn environment_overrides_and_refusals() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
+        let env = crate::bench::fake_env;
         assert_eq!(Params::from_env(env(&[])).unwrap(), Params::default());
         let p = Params::from_env(env(&[
             ("BENCH_SECONDS", "2"),

@@ -21,44 +21,12 @@ Needs mesh_filters.wasm (`make build`) and builds the test variant of the suite 
 test-abort) into target/test-abort; `make rollout` does both and runs this.";
 
 fn main() -> ExitCode {
-    if std::env::args().skip(1).any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let params = match Params::from_env(|k| std::env::var(k).ok()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("rollout: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("rollout: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&params)) {
-        Ok(failures) if failures.is_empty() => {
-            println!("rollout: PASS");
-            ExitCode::SUCCESS
-        }
-        Ok(failures) => {
-            for f in &failures {
-                println!("rollout: FAIL {f}");
-            }
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("rollout: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    mesh_integration::program::main(
+        "rollout",
+        USAGE,
+        || Params::from_env(|k| std::env::var(k).ok()),
+        |params| async move { run(&params).await },
+    )
 }
 
 async fn run(params: &Params) -> Result<Vec<String>, mesh_integration::Error> {

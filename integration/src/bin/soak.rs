@@ -24,44 +24,14 @@ Environment (defaults in brackets):
 Needs mesh_filters.wasm (`make build`); `make soak` builds it and runs this.";
 
 fn main() -> ExitCode {
-    if std::env::args().skip(1).any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let params = match Params::from_env(|k| std::env::var(k).ok()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("soak: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("soak: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let report = match runtime.block_on(soak::soak(&params, &|line| eprintln!("{line}"))) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("soak: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!("{}", report.render());
-    let failures = report.failures();
-    if failures.is_empty() {
-        println!("soak: PASS");
-        ExitCode::SUCCESS
-    } else {
-        for f in &failures {
-            println!("soak: FAIL {f}");
-        }
-        ExitCode::FAILURE
-    }
+    mesh_integration::program::main(
+        "soak",
+        USAGE,
+        || Params::from_env(|k| std::env::var(k).ok()),
+        |params| async move {
+            let report = soak::soak(&params, &|line| eprintln!("{line}")).await?;
+            println!("{}", report.render());
+            Ok(report.failures())
+        },
+    )
 }
