@@ -2,7 +2,8 @@
 # Fuzzes every header parser and configuration loader with cargo-fuzz (libFuzzer): the targets
 # in fuzz/fuzz_targets/, one per parser (grpc-timeout, configuration durations, traceparent,
 # tracestate, baggage, b3 single and multi, uber-trace-id, grpc-trace-bin, SPIFFE ID, SPIFFE
-# pattern, XFCC) and per loader (route metadata, plugin JSON).
+# pattern, XFCC), per loader (route metadata, plugin JSON) and per input of the native
+# module's adapter (its per-route configuration, a stream's headers and attributes).
 #
 # Each target runs for FUZZ_RUNS executions (default 1000000), one after the other, built with
 # AddressSanitizer and debug assertions (so integer overflow is a crash too). A line per target

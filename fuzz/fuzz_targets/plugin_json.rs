@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     load::<SpiffeIdentity>(&json);
+    load::<RateLimit>(&json);
     load::<CircuitBreaker>(&json);
     load::<Deadline>(&json);
     load::<RetryBudget>(&json);

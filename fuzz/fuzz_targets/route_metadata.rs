@@ -60,6 +60,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = route_section(&bytes, key);
     }
     resolve::<SpiffeIdentity>("mesh.spiffe_identity", &bytes);
+    resolve::<RateLimit>("mesh.rate_limit", &bytes);
     resolve::<CircuitBreaker>("mesh.circuit_breaker", &bytes);
     resolve::<Deadline>("mesh.deadline", &bytes);
     resolve::<RetryBudget>("mesh.retry_budget", &bytes);

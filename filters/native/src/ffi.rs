@@ -9,6 +9,7 @@
 #![allow(unsafe_code)]
 
 use crate::abi::*;
+use crate::input::{status_of, text};
 use crate::per_route::PerRoute;
 use core::ffi::c_void;
 use std::collections::HashSet;
@@ -152,17 +153,10 @@ pub unsafe fn callout_status(headers: *const EnvoyHttpHeader, count: usize) -> O
     }
     // SAFETY: the caller's guarantee: `count` pairs at `headers`, valid during the hook.
     let pairs = unsafe { core::slice::from_raw_parts(headers, count) };
-    pairs.iter().find_map(|h| {
-        // SAFETY: as above.
-        let (k, v) = unsafe { h.as_bytes() };
-        (k == b":status")
-            .then(|| std::str::from_utf8(v).ok()?.trim().parse().ok())
-            .flatten()
-    })
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    status_of(pairs.iter().map(|h| {
+        // SAFETY: as above; `status_of` reads the pairs before the hook returns.
+        unsafe { h.as_bytes() }
+    }))
 }
 
 // ---------------------------------------------------------------- metrics

@@ -9,6 +9,8 @@
 //! - [`abi`]: hand-written bindings of the ABI (`v0.2.0`; `ABI.md` records the verified facts);
 //! - `ffi`: safe handles over it (streams, the filter config, the ticker, Envoy's log);
 //! - [`host`]: the kit's `Host` per stream, on the main thread and at config time;
+//! - [`input`]: the pure conversions of the bytes Envoy hands the module (header text, a
+//!   callout's `:status`), fuzzed without Envoy;
 //! - [`module`]: configs, per-thread roots, per-stream filters, failure safety;
 //! - [`metrics`], [`store`], [`per_route`]: labelled metrics, shared data, per-route config;
 //! - [`hooks`] and [`export!`]: the exported hooks a cdylib defines with one macro call.
@@ -31,6 +33,7 @@ pub mod abi;
 mod ffi;
 pub mod hooks;
 pub mod host;
+pub mod input;
 pub mod metrics;
 pub mod module;
 pub mod per_route;

@@ -1,4 +1,4 @@
-//! What the configuration targets share: the five filters' route-metadata keys, a valid plugin
+//! What the configuration targets share: the stages' route-metadata keys, a valid plugin
 //! configuration of each (from envoy/demo.yaml), and what the filters derive from a loaded
 //! configuration.
 
@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 pub use mesh_circuit_breaker::config::Config as CircuitBreaker;
 pub use mesh_deadline::config::Config as Deadline;
+pub use mesh_rate_limit::config::Config as RateLimit;
 pub use mesh_retry_budget::config::Config as RetryBudget;
 pub use mesh_spiffe_identity::config::Config as SpiffeIdentity;
 pub use mesh_trace_propagation::config::Config as TracePropagation;
@@ -24,6 +25,7 @@ pub fn keys() -> impl Iterator<Item = &'static str> {
 pub fn base_json(key: &str) -> Value {
     match key {
         "mesh.spiffe_identity" => json!({"trust_domains": ["mesh.local"]}),
+        "mesh.rate_limit" => json!({"rate": 5, "burst": 10}),
         "mesh.circuit_breaker" => json!({"consecutive_failures": 5, "open_duration": "60s"}),
         "mesh.deadline" => json!({"timeout": "15s", "min_budget": "5ms"}),
         "mesh.retry_budget" => json!({
@@ -31,6 +33,17 @@ pub fn base_json(key: &str) -> Value {
         }),
         _ => json!({"inject": ["w3c", "b3"], "response_headers": ["traceresponse"]}),
     }
+}
+
+/// The suite's plugin configuration of envoy/demo.yaml's mTLS listener: every stage, each
+/// section its filter's [`base_json`].
+pub fn suite_json() -> Value {
+    Value::Object(
+        mesh_filters::STAGES
+            .iter()
+            .map(|e| (e.section().to_string(), base_json(e.name)))
+            .collect(),
+    )
 }
 
 /// What the filters compute from a configuration once it is loaded.
@@ -55,6 +68,11 @@ impl Derive for RetryBudget {
             self.retry_on_header(),
             self.retry_grpc_on_header(),
         );
+    }
+}
+impl Derive for RateLimit {
+    fn derive(&self) {
+        let _ = (self.limit(), self.limit_for(None));
     }
 }
 impl Derive for SpiffeIdentity {
@@ -90,10 +108,17 @@ pub fn cache<C: DeserializeOwned + Validate>(key: &'static str) -> RouteCache<C>
 /// Resolves `metadata` for a route twice through a fresh cache: the first lookup decodes, the
 /// second must come from the cache with the same outcome and no new error.
 pub fn resolve<C: DeserializeOwned + Validate + Derive>(key: &'static str, metadata: &[u8]) {
+    resolve_section::<C>(key, mesh_kit::host::metadata_section(Some(metadata), key));
+}
+
+/// [`resolve`] for a route whose section of `key` is `section`, as the host's
+/// `route_config` returns it (the native module's per-route configuration, say).
+pub fn resolve_section<C: DeserializeOwned + Validate + Derive>(
+    key: &'static str,
+    section: Result<Option<Value>, String>,
+) {
     let mut routes = cache::<C>(key);
-    let first = routes.get("route", 0, || {
-        mesh_kit::host::metadata_section(Some(metadata), key)
-    });
+    let first = routes.get("route", 0, || section);
     if let Some(e) = &first.new_error {
         one_line(&e.line(key));
     }
