@@ -99,6 +99,10 @@ impl<H: Host> Host for Counting<H> {
         });
         self.inner.set_request_header(name, value);
     }
+    fn add_request_header(&self, name: &str, value: &str) {
+        self.count("add_map_value request_headers");
+        self.inner.add_request_header(name, value);
+    }
     fn response_header(&self, name: &str) -> Option<String> {
         self.count("get_map_value response_headers");
         self.inner.response_header(name)

@@ -290,7 +290,8 @@ impl Probe {
                 }
             }
             Op::RandomGet => {
-                let mut id = [0u8; 16];
+                // What the suite fetches: one refill of its pool of random bytes.
+                let mut id = [0u8; mesh_kit::host::RANDOM_POOL];
                 for _ in 0..n {
                     let _ = getrandom::fill(&mut id);
                 }

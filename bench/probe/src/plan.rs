@@ -77,7 +77,8 @@ pub enum Op {
     RecordMetric,
     /// `proxy_get_current_time_nanoseconds`.
     GetCurrentTime,
-    /// WASI `random_get` of 16 bytes (what a span id draw costs).
+    /// WASI `random_get` of `mesh_kit::host::RANDOM_POOL` bytes (what refilling the pool of random
+    /// bytes the span ids are drawn from costs).
     RandomGet,
     /// `proxy_send_local_response` (at most once per request).
     SendLocalResponse,

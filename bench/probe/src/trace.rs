@@ -20,6 +20,7 @@ pub enum Call {
     Property(Property),
     RequestHeaders,
     SetRequestHeader(String, Option<String>),
+    AddRequestHeader(String, String),
     ResponseHeader(String),
     SetResponseHeader(String, Option<String>),
     ResponseTrailer(String),
@@ -110,6 +111,10 @@ impl<H: Host> Host for Recording<H> {
         self.note(|| Call::SetRequestHeader(name.to_owned(), owned(value)));
         self.inner.set_request_header(name, value);
     }
+    fn add_request_header(&self, name: &str, value: &str) {
+        self.note(|| Call::AddRequestHeader(name.to_owned(), value.to_owned()));
+        self.inner.add_request_header(name, value);
+    }
     fn response_header(&self, name: &str) -> Option<String> {
         self.note(|| Call::ResponseHeader(name.to_owned()));
         self.inner.response_header(name)
@@ -169,7 +174,7 @@ impl<H: Host> Host for Recording<H> {
 /// token its key's last read returned, so it wins as it did in the suite.
 pub fn replay(trace: &[(CallPhase, Call)], phase: CallPhase, n: u32, host: &dyn Host) {
     let mut tokens: BTreeMap<&str, Option<u32>> = BTreeMap::new();
-    let mut id = [0u8; 32];
+    let mut id = [0u8; mesh_kit::host::RANDOM_POOL];
     for _ in 0..n {
         for (p, call) in trace {
             if *p != phase {
@@ -191,6 +196,7 @@ pub fn replay(trace: &[(CallPhase, Call)], phase: CallPhase, n: u32, host: &dyn 
                     let _ = host.request_headers();
                 }
                 Call::SetRequestHeader(k, v) => host.set_request_header(k, v.as_deref()),
+                Call::AddRequestHeader(k, v) => host.add_request_header(k, v),
                 Call::ResponseHeader(k) => {
                     let _ = host.response_header(k);
                 }

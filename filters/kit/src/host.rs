@@ -137,6 +137,12 @@ pub trait Host {
     fn request_headers(&self) -> Vec<(String, String)>;
     /// Replaces (or with `None` removes) every value of a request header.
     fn set_request_header(&self, name: &str, value: Option<&str>);
+    /// Adds a value to a request header. The kit calls it only for a header the request does
+    /// not carry, where it does what `set_request_header` does for less: Envoy's `setCopy`
+    /// first scans the whole map for values to remove, `addCopy` only appends.
+    fn add_request_header(&self, name: &str, value: &str) {
+        self.set_request_header(name, Some(value));
+    }
     fn response_header(&self, name: &str) -> Option<String>;
     fn set_response_header(&self, name: &str, value: Option<&str>);
     fn response_trailer(&self, name: &str) -> Option<String>;
@@ -164,6 +170,47 @@ pub trait Host {
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
     /// Writes `value` when the stored CAS token still equals `cas` (`None`: unconditionally).
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasError>;
+}
+
+/// How many random bytes one host call fetches for [`random_pooled`].
+pub const RANDOM_POOL: usize = 256;
+
+thread_local! {
+    /// This thread's unused random bytes: `(bytes, how many are used)`. One per wasm VM, one
+    /// per Envoy worker thread natively.
+    static POOL: std::cell::RefCell<([u8; RANDOM_POOL], usize)> =
+        const { std::cell::RefCell::new(([0; RANDOM_POOL], RANDOM_POOL)) };
+}
+
+/// Fills `out` with random bytes from this thread's pool, refilled with one `host.random` of
+/// [`RANDOM_POOL`] bytes when it runs out: a span id (8 bytes) costs a 32nd of a host call
+/// (a WASI `random_get` in wasm, a `getrandom` system call natively) instead of one. Every
+/// byte is handed out once. Larger requests go to the host directly.
+pub fn random_pooled(host: &dyn Host, out: &mut [u8]) {
+    if out.len() > RANDOM_POOL {
+        host.random(out);
+        return;
+    }
+    POOL.with(|pool| {
+        let Ok(mut pool) = pool.try_borrow_mut() else {
+            host.random(out);
+            return;
+        };
+        let (bytes, used) = &mut *pool;
+        if RANDOM_POOL - *used < out.len() {
+            host.random(bytes);
+            *used = 0;
+        }
+        let end = *used + out.len();
+        if let Some(fresh) = bytes.get_mut(*used..end) {
+            out.copy_from_slice(fresh);
+            // Handed out: never again, even if the pool's memory were read.
+            fresh.fill(0);
+            *used = end;
+        } else {
+            host.random(out);
+        }
+    });
 }
 
 /// Bytes from the clock when the host has no entropy source: unique enough per process for ids,
@@ -207,5 +254,46 @@ pub fn metadata_section(metadata: Option<&[u8]>, key: &str) -> Result<Option<Val
     match metadata {
         None => Ok(None),
         Some(bytes) => crate::route::route_section(bytes, key),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestHost;
+
+    #[test]
+    fn pooled_random_bytes_are_the_hosts_in_order_one_call_per_pool() {
+        let pooled = TestHost::default();
+        let direct = TestHost::default();
+        let mut expected = [0u8; 2 * RANDOM_POOL];
+        direct.random(&mut expected[..RANDOM_POOL]);
+        direct.random(&mut expected[RANDOM_POOL..]);
+        let mut got = Vec::new();
+        // 8-byte draws: a pool serves 32 of them; the 33rd refills it.
+        for _ in 0..(RANDOM_POOL / 8 + 1) {
+            let mut id = [0u8; 8];
+            random_pooled(&pooled, &mut id);
+            got.extend_from_slice(&id);
+        }
+        assert_eq!(pooled.take_calls().get("random"), Some(&2));
+        // The first pool, whole; then the second's first bytes. (The pool is per thread: this
+        // test starts from an empty one since each test runs on a thread of its own.)
+        assert_eq!(got.len(), RANDOM_POOL + 8);
+        assert_eq!(got[..], expected[..RANDOM_POOL + 8]);
+    }
+
+    #[test]
+    fn a_draw_the_pool_cannot_finish_takes_a_fresh_pool_and_a_big_one_goes_direct() {
+        let host = TestHost::default();
+        let mut a = [0u8; RANDOM_POOL - 4];
+        random_pooled(&host, &mut a);
+        let mut b = [0u8; 8];
+        random_pooled(&host, &mut b);
+        assert_eq!(host.take_calls().get("random"), Some(&2));
+        let mut big = [0u8; RANDOM_POOL + 1];
+        random_pooled(&host, &mut big);
+        assert_eq!(host.take_calls().get("random"), Some(&1));
+        assert!(big.iter().any(|&x| x != 0));
     }
 }

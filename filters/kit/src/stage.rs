@@ -297,10 +297,17 @@ impl Exchange {
         self.headers.iter().any(|(k, _)| k == name)
     }
 
-    /// Replaces every value of a request header (one host call).
+    /// Replaces every value of a request header (one host call; `name` in lowercase, as Envoy
+    /// keeps them). A header the request does not carry is added rather than set: the same
+    /// result, without Envoy's scan of the map for values to replace.
     pub fn set_header(&mut self, name: &str, value: &str) {
-        self.host.set_request_header(name, Some(value));
-        self.headers.retain(|(k, _)| k != name);
+        debug_assert!(!name.bytes().any(|b| b.is_ascii_uppercase()), "{name}");
+        if self.has_header(name) {
+            self.host.set_request_header(name, Some(value));
+            self.headers.retain(|(k, _)| k != name);
+        } else {
+            self.host.add_request_header(name, value);
+        }
         self.headers.push((name.to_string(), value.to_string()));
     }
 
@@ -717,5 +724,35 @@ impl Request {
         for run in &mut self.runs {
             run.on_log(&mut self.ex);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestHost;
+
+    #[test]
+    fn set_header_adds_a_header_the_request_lacks_and_sets_one_it_has() {
+        let host = Rc::new(TestHost::with_headers(&[("x-have", "old")]));
+        let mut ex = Exchange::new(Rc::clone(&host) as Rc<dyn Host>);
+        ex.load_request();
+        let _ = host.take_calls();
+        ex.set_header("x-new", "1");
+        ex.set_header("x-have", "2");
+        ex.set_header("x-new", "3");
+        let calls = host.take_calls();
+        assert_eq!(calls.get("add_request_header"), Some(&1), "{calls:?}");
+        assert_eq!(calls.get("set_request_header"), Some(&2), "{calls:?}");
+        assert_eq!(ex.header_values("x-new").collect::<Vec<_>>(), ["3"]);
+        assert_eq!(ex.header_values("x-have").collect::<Vec<_>>(), ["2"]);
+        assert_eq!(
+            *host.header_writes.borrow(),
+            [
+                ("x-new".to_owned(), Some("1".to_owned())),
+                ("x-have".to_owned(), Some("2".to_owned())),
+                ("x-new".to_owned(), Some("3".to_owned())),
+            ]
+        );
     }
 }

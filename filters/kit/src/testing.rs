@@ -185,6 +185,13 @@ impl Host for TestHost {
             .push((name.to_string(), value.map(str::to_string)));
     }
 
+    fn add_request_header(&self, name: &str, value: &str) {
+        self.count("add_request_header");
+        self.header_writes
+            .borrow_mut()
+            .push((name.to_string(), Some(value.to_string())));
+    }
+
     fn response_header(&self, name: &str) -> Option<String> {
         self.count("response_header");
         get(&self.response_headers, name)

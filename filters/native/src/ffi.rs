@@ -249,6 +249,19 @@ impl Stream {
         }
     }
 
+    /// Appends a value to a header (`addCopy`: no scan of the map for values to replace).
+    pub fn add_header(self, map: HttpHeaderType, key: &str, value: &str) {
+        // SAFETY: a live filter pointer; the buffers borrow live strings for the call.
+        unsafe {
+            envoy_dynamic_module_callback_http_add_header(
+                self.0,
+                map,
+                ModuleBuffer::from(key),
+                ModuleBuffer::from(value),
+            );
+        }
+    }
+
     /// A local reply (`sendLocalReply`); `details` becomes `response.code_details`.
     pub fn send_response(self, status: u32, headers: &[(&str, &str)], body: &[u8], details: &str) {
         let mut pairs: Vec<ModuleHttpHeader> = headers

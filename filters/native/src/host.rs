@@ -257,6 +257,11 @@ impl Host for StreamHost {
             .set_header(HttpHeaderType::REQUEST_HEADER, name, value);
     }
 
+    fn add_request_header(&self, name: &str, value: &str) {
+        self.stream
+            .add_header(HttpHeaderType::REQUEST_HEADER, name, value);
+    }
+
     fn response_header(&self, name: &str) -> Option<String> {
         self.stream.header(HttpHeaderType::RESPONSE_HEADER, name)
     }

@@ -571,7 +571,7 @@ fn injected(
 
 fn random_bytes<const N: usize>(host: &dyn Host) -> [u8; N] {
     let mut b = [0u8; N];
-    host.random(&mut b);
+    mesh_kit::host::random_pooled(host, &mut b);
     b
 }
 

@@ -308,7 +308,7 @@ pub fn probes() -> Vec<Probe> {
             routes: Routes::Direct,
         },
         P {
-            label: "random_get (WASI, 16 bytes)",
+            label: "random_get (WASI, 256 bytes: a refill of the random pool)",
             prices: call("request random_get"),
             op: json!({"op": "random_get"}),
             k: 32,
