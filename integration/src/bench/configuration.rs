@@ -26,6 +26,10 @@ pub enum Kind {
     NativeStage(Stage),
     /// `libmesh_filters.so` with the suite's configuration.
     NativeSuite,
+    /// `libmesh_filters.so` with no stage configured: what any dynamic module costs in Envoy
+    /// (its per-stream filter and hooks) plus the module's per-stream minimum, the floor under
+    /// every native number.
+    NativeEmpty,
     /// Envoy's RBAC filter, one principal (vs spiffe-identity).
     NativeRbac,
     /// A route timeout (vs deadline).
@@ -118,7 +122,7 @@ impl Stage {
 
 impl Kind {
     /// Every configuration, in the order of the report.
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 21] = [
         Kind::Bare,
         Kind::Calibration,
         Kind::Wasm(Stage::SpiffeIdentity),
@@ -136,6 +140,7 @@ impl Kind {
         Kind::NativeStage(Stage::RetryBudget),
         Kind::NativeStage(Stage::TracePropagation),
         Kind::NativeSuite,
+        Kind::NativeEmpty,
         Kind::NativeRbac,
         Kind::NativeRouteTimeout,
         Kind::NativeLocalRateLimit,
@@ -159,6 +164,7 @@ impl Kind {
                 Stage::TracePropagation => "native_trace_propagation",
             },
             Kind::NativeSuite => "native_suite",
+            Kind::NativeEmpty => "native_empty",
             Kind::NativeRbac => "native_rbac",
             Kind::NativeRouteTimeout => "native_route_timeout",
             Kind::NativeLocalRateLimit => "native_local_ratelimit",
@@ -182,6 +188,7 @@ impl Kind {
                 Stage::TracePropagation => "trace-propagation (native module)",
             },
             Kind::NativeSuite => "suite (libmesh_filters.so)",
+            Kind::NativeEmpty => "no stage (libmesh_filters.so)",
             Kind::NativeRbac => "native RBAC, 1 principal",
             Kind::NativeRouteTimeout => "native route timeout",
             Kind::NativeLocalRateLimit => "native local_ratelimit",
@@ -199,7 +206,10 @@ impl Kind {
     /// Whether this configuration runs the native module `libmesh_filters.so` (whose metrics
     /// are `envoy_mesh_<stage>_<stat>`, the wasm ones' with Envoy's prefix).
     pub fn is_native_module(self) -> bool {
-        matches!(self, Kind::NativeStage(_) | Kind::NativeSuite)
+        matches!(
+            self,
+            Kind::NativeStage(_) | Kind::NativeSuite | Kind::NativeEmpty
+        )
     }
 
     /// The stages whose work the functional check looks for.
@@ -225,7 +235,9 @@ impl Kind {
             Kind::Wasm(s) => vec![s.module()],
             Kind::Chain => Stage::ALL.iter().map(|s| s.module()).collect(),
             Kind::Suite => vec![SUITE_MODULE.to_owned()],
-            Kind::NativeStage(_) | Kind::NativeSuite => vec![NATIVE_MODULE.to_owned()],
+            Kind::NativeStage(_) | Kind::NativeSuite | Kind::NativeEmpty => {
+                vec![NATIVE_MODULE.to_owned()]
+            }
         }
     }
 
@@ -245,6 +257,7 @@ impl Kind {
         match self {
             Kind::Suite | Kind::NativeSuite => Some(suite_config()),
             Kind::NativeStage(s) => Some(json!({ s.section(): s.config() })),
+            Kind::NativeEmpty => Some(json!({})),
             _ => None,
         }
     }

@@ -343,7 +343,14 @@ fn side_by_side(md: &mut String, results: &Results) {
     let pairs: Vec<(&str, Kind, Kind)> = Stage::ALL
         .iter()
         .map(|&s| (s.label(), Kind::Wasm(s), Kind::NativeStage(s)))
-        .chain([("suite", Kind::Suite, Kind::NativeSuite)])
+        .chain([
+            ("suite", Kind::Suite, Kind::NativeSuite),
+            (
+                "do-little: calibration / no stage",
+                Kind::Calibration,
+                Kind::NativeEmpty,
+            ),
+        ])
         .filter(|(_, w, n)| results.kinds.contains(w) || results.kinds.contains(n))
         .collect();
     if !pairs.iter().any(|(_, _, n)| results.kinds.contains(n)) {
@@ -427,6 +434,10 @@ fn configurations(md: &mut String, results: &Results) {
                 n = Stage::ALL.len()
             ),
             Kind::Suite => format!("`{SUITE_MODULE}.wasm`, root_id `mesh`: `{}`", suite_config()),
+            Kind::NativeEmpty => format!(
+                "`{NATIVE_MODULE}.so`: `{{}}`, no stage: Envoy's dynamic-module filter and the \
+                 module's hooks on every stream, nothing else (the floor of every native row)"
+            ),
             Kind::NativeStage(_) | Kind::NativeSuite => format!(
                 "`{NATIVE_MODULE}.so`: `{}`",
                 kind.suite_config().unwrap_or_default()

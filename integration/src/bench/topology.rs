@@ -108,7 +108,7 @@ pub fn http_filters(kind: Kind, modules: &Modules) -> Result<Vec<Value>, String>
             &module(&s.module())?,
             &s.config(),
         )],
-        Kind::NativeStage(_) | Kind::NativeSuite => {
+        Kind::NativeStage(_) | Kind::NativeSuite | Kind::NativeEmpty => {
             if !modules.contains_key(NATIVE_MODULE) {
                 return Err(format!("{NATIVE_MODULE}.so is missing"));
             }

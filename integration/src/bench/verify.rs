@@ -59,6 +59,22 @@ pub fn verify(kind: Kind, seen: &Observed) -> Result<(), String> {
                 missing.push("the direct response has no x-calibration: 1".to_owned());
             }
         }
+        Kind::NativeEmpty => {
+            // Loaded and configured: the module defines its panics counter at configuration
+            // time (at 0), and nothing of ours touches the request.
+            if seen.metrics.get("envoy_mesh_native_panics", &[]).is_none() {
+                missing.push(
+                    "envoy_mesh_native_panics is missing: the module did not load".to_owned(),
+                );
+            }
+            for header in ["x-spiffe-id", "b3"] {
+                if let Some(v) = seen.upstream_header(header) {
+                    missing.push(format!(
+                        "the upstream saw {header}: {v} with no stage configured"
+                    ));
+                }
+            }
+        }
         Kind::NativeRbac => {
             let prefix = ("envoy_http_conn_manager_prefix", STAT_PREFIX);
             if seen.envoy_counter("envoy_http_rbac_allowed", prefix.0, prefix.1) < 1.0 {
