@@ -32,6 +32,7 @@
 
 pub mod analysis;
 pub mod catalogue;
+pub mod reasons;
 pub mod report;
 pub mod run;
 

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use crate::bench::{Route, Stage};
 use crate::profile::analysis::{self, marginal, split_key, Costs, Estimate, VariantAnalysis};
 use crate::profile::catalogue::{Prices, Probe};
+use crate::profile::reasons;
 use crate::profile::Profile;
 
 fn est(e: Option<Estimate>, digits: usize) -> String {
@@ -218,6 +219,8 @@ pub fn render(profile: &Profile, command: &str) -> String {
         let _ = writeln!(md);
     }
 
+    why_each_call(&mut md, profile);
+
     // Predicted vs measured.
     let _ = writeln!(md, "### Predicted against measured\n");
     let _ = writeln!(
@@ -412,6 +415,49 @@ fn probe_label(p: &Probe) -> String {
     }
 }
 
+/// "Why each call remains": every call a stage (or the adapter) makes per request on either
+/// route, with the reason it is needed (`crate::profile::reasons`).
+fn why_each_call(md: &mut String, profile: &Profile) {
+    // (call, stage) → the most it makes on either route.
+    let mut made: Vec<(String, Option<Stage>, f64)> = Vec::new();
+    for prefixes in profile.counts.values() {
+        for (i, counts) in marginal(prefixes).iter().enumerate() {
+            let stage = i.checked_sub(1).and_then(|s| Stage::ALL.get(s).copied());
+            for (call, &n) in counts {
+                if n <= 0.0 {
+                    continue;
+                }
+                match made.iter_mut().find(|(c, s, _)| c == call && *s == stage) {
+                    Some(entry) => entry.2 = entry.2.max(n),
+                    None => made.push((call.clone(), stage, n)),
+                }
+            }
+        }
+    }
+    if made.is_empty() {
+        return;
+    }
+    made.sort_by_key(|(call, stage, _)| (*stage, call.clone()));
+    let _ = writeln!(md, "### Why each call remains\n");
+    let _ = writeln!(
+        md,
+        "Every call counted above, by the stage that makes it (the most it makes on either \
+         route), and what it is for: what a further cut would have to give up.\n"
+    );
+    let _ = writeln!(md, "| stage | call | per request | why it is needed |");
+    let _ = writeln!(md, "|---|---|---:|---|");
+    for (call, stage, n) in made {
+        let why = reasons::reason(&call, stage).unwrap_or("**no reason recorded**");
+        let _ = writeln!(
+            md,
+            "| {} | {call} | {} | {why} |",
+            stage.map_or("adapter", Stage::label),
+            count(n)
+        );
+    }
+    let _ = writeln!(md);
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
@@ -510,6 +556,10 @@ mod tests {
             "| **calls** | 1 |  |  | 4 |  |  | **5** |",
             "Counted but not priced on some route (no probe measures them there): log something_unmeasured.",
             "- HTTP/1.1 direct_response p03: boom",
+            "### Why each call remains",
+            "| adapter | request get_map request_headers | 1 | every stage reads request headers",
+            "| circuit-breaker | log get_shared_data | 2 | records the outcome",
+            "| circuit-breaker | log something_unmeasured | 1 | **no reason recorded** |",
         ] {
             assert!(md.contains(part), "missing {part:?} in\n{md}");
         }
