@@ -112,8 +112,9 @@ const REASONS: &[(&str, Option<Stage>, &str)] = &[
     (
         "request set_map_value request_headers",
         Some(Stage::Deadline),
-        "the router's timeout (`x-envoy-upstream-rq-timeout-ms`) and the remaining budget for \
-         the next hop (`x-envoy-expected-rq-timeout-ms`, `grpc-timeout`)",
+        "replaces the caller's remaining budget for the next hop \
+         (`x-envoy-expected-rq-timeout-ms`, `grpc-timeout`) and any router timeout set before \
+         (`x-envoy-upstream-rq-timeout-ms`)",
     ),
     (
         "request add_map_value request_headers",
@@ -192,7 +193,8 @@ const REASONS: &[(&str, Option<Stage>, &str)] = &[
     (
         "request set_map_value request_headers",
         Some(Stage::TracePropagation),
-        "the outgoing trace context: `traceparent` and `b3` (the configured formats)",
+        "replaces the caller's trace context (`traceparent`, or `b3` when it came so) with this \
+         hop's span id",
     ),
     (
         "request add_map_value request_headers",
